@@ -1,0 +1,28 @@
+# Works on a fresh machine with only python3 and make: bootstraps uv, syncs the locked env, runs.
+SHELL := /bin/bash
+UV ?= $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
+PYTEST_ARGS ?=
+
+.PHONY: uv sync demo test test-all benchmark lint clean
+
+uv:
+	@command -v $(UV) >/dev/null 2>&1 || python3 -m pip install --user --quiet uv || \
+	  (python3 -m venv .uv-bootstrap && .uv-bootstrap/bin/pip install --quiet uv && ln -sf $(CURDIR)/.uv-bootstrap/bin/uv $(HOME)/.local/bin/uv)
+
+sync: uv
+	$(UV) sync --locked --extra test
+
+demo: sync
+	$(UV) run openscene-ray demo
+
+test: sync
+	$(UV) run pytest $(PYTEST_ARGS)
+
+test-all: sync
+	$(UV) run pytest --run-slow $(PYTEST_ARGS)
+
+benchmark: sync
+	$(UV) run python jobs/benchmark.py all
+
+clean:
+	rm -rf .pytest_cache build dist *.egg-info .uv-bootstrap

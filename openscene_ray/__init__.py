@@ -1,0 +1,2 @@
+"""openscene-ray: OpenScene on Ray."""
+__version__ = "0.1.0"

@@ -1,0 +1,113 @@
+"""Typed configs: pydantic models loaded from YAML with ``key.sub=value`` command-line overrides.
+
+Every stage defines its config as a :class:`StrictModel`. :func:`load_config` merges, in order,
+the model's defaults, a YAML file and ``--set`` overrides, and turns validation failures into a
+:class:`ConfigError` whose message names each offending field by its dotted path.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from openscene_ray import storage
+
+__all__ = ["ConfigError", "StrictModel", "apply_overrides", "load_config", "dump_config"]
+
+
+class ConfigError(ValueError):
+    """A config file or override is invalid. The message names the field and the source."""
+
+
+class StrictModel(BaseModel):
+    """Base for configs: unknown keys are errors, assignments are validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``a.b.c=value`` overrides to a nested dict; values are parsed as YAML scalars/lists."""
+    result = _deep_copy(data)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r}: expected KEY=VALUE, for example fusion.cut_bound=5")
+        key, raw = item.split("=", 1)
+        key = key.strip()
+        if not key or any(not part for part in key.split(".")):
+            raise ConfigError(f"override {item!r}: empty field name")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"override {key}: value {raw!r} is not valid YAML ({exc})") from None
+        node = result
+        parts = key.split(".")
+        for part in parts[:-1]:
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {key}: {part!r} is not a section")
+            node = child
+        node[parts[-1]] = value
+    return result
+
+
+def _deep_copy(data: dict[str, Any]) -> dict[str, Any]:
+    return {k: _deep_copy(v) if isinstance(v, dict) else v for k, v in data.items()}
+
+
+def _format_validation_error(exc: ValidationError, source: str) -> str:
+    lines = [f"invalid config ({source}):"]
+    for err in exc.errors():
+        field = ".".join(str(p) for p in err["loc"]) or "<root>"
+        lines.append(f"  field {field}: {err['msg']}")
+    return "\n".join(lines)
+
+
+def load_config(
+    model: type[ModelT],
+    path: str | None = None,
+    overrides: list[str] | None = None,
+    base: dict[str, Any] | None = None,
+) -> ModelT:
+    """Build ``model`` from ``base`` ← YAML at ``path`` (any storage URI) ← ``overrides``."""
+    data: dict[str, Any] = _deep_copy(base or {})
+    source = "defaults"
+    if path:
+        source = path
+        try:
+            loaded = yaml.safe_load(storage.read_bytes(path).decode("utf-8"))
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping, got {type(loaded).__name__}")
+        data = _merge(data, loaded)
+    if overrides:
+        data = apply_overrides(data, overrides)
+        source += " + overrides"
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(exc, source)) from None
+
+
+def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    merged = _deep_copy(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def dump_config(config: BaseModel) -> str:
+    """The config as YAML (secrets masked), for run folders and reports."""
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)

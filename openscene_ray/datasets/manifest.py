@@ -1,0 +1,263 @@
+"""The scene manifest: the one input format of every stage after ingest.
+
+A manifest is a Parquet file with one row per scene (:data:`MANIFEST_SCHEMA`). Each row names the
+scene's points Parquet (``x y z r g b label``, :data:`POINTS_SCHEMA`) and lists its views with
+file URIs, intrinsics (already scaled to the fusion image size) and camera-to-world poses.
+Images whose stored size differs from the fusion size are resized on load.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import pyarrow as pa
+
+from openscene_ray import images, storage
+from openscene_ray.scene import IGNORE_LABEL, Scene, SceneError, View
+
+__all__ = [
+    "MANIFEST_SCHEMA",
+    "POINTS_SCHEMA",
+    "SceneRecord",
+    "ViewRecord",
+    "decode_view",
+    "load_points",
+    "load_scene",
+    "load_view",
+    "points_table",
+    "read_manifest",
+    "write_manifest",
+]
+
+VIEW_TYPE = pa.struct(
+    [
+        ("frame_id", pa.string()),
+        ("color_uri", pa.string()),
+        ("depth_uri", pa.string()),
+        ("label_uri", pa.string()),
+        ("intrinsics", pa.list_(pa.float64(), 9)),
+        ("cam_to_world", pa.list_(pa.float64(), 16)),
+    ]
+)
+
+MANIFEST_SCHEMA = pa.schema(
+    [
+        ("scene_id", pa.string()),
+        ("split", pa.string()),
+        ("layout", pa.string()),
+        ("points_uri", pa.string()),
+        ("num_points", pa.int64()),
+        ("image_width", pa.int32()),
+        ("image_height", pa.int32()),
+        ("depth_scale", pa.float64()),  # null: the dataset has no depth
+        ("visibility_threshold", pa.float64()),  # null: visibility is z > 0 only
+        ("cut_bound", pa.int32()),
+        ("views", pa.list_(VIEW_TYPE)),
+        ("skipped_views", pa.list_(pa.struct([("frame_id", pa.string()), ("reason", pa.string())]))),
+    ]
+)
+
+POINTS_SCHEMA = pa.schema(
+    [
+        ("x", pa.float32()),
+        ("y", pa.float32()),
+        ("z", pa.float32()),
+        ("r", pa.uint8()),
+        ("g", pa.uint8()),
+        ("b", pa.uint8()),
+        ("label", pa.int16()),
+    ]
+)
+
+
+@dataclass(frozen=True)
+class ViewRecord:
+    """Where one view's files are, and its camera (intrinsics at the fusion image size)."""
+
+    frame_id: str
+    color_uri: str
+    intrinsics: tuple[float, ...]  # 3x3 row-major
+    cam_to_world: tuple[float, ...]  # 4x4 row-major
+    depth_uri: str | None = None
+    label_uri: str | None = None
+
+    @property
+    def intrinsics_matrix(self) -> np.ndarray:
+        return np.asarray(self.intrinsics, dtype=np.float64).reshape(3, 3)
+
+    @property
+    def pose_matrix(self) -> np.ndarray:
+        return np.asarray(self.cam_to_world, dtype=np.float64).reshape(4, 4)
+
+    @classmethod
+    def create(cls, frame_id, color_uri, intrinsics, cam_to_world, depth_uri=None, label_uri=None) -> ViewRecord:
+        return cls(
+            frame_id=str(frame_id),
+            color_uri=color_uri,
+            intrinsics=tuple(float(v) for v in np.asarray(intrinsics, np.float64).reshape(9)),
+            cam_to_world=tuple(float(v) for v in np.asarray(cam_to_world, np.float64).reshape(16)),
+            depth_uri=depth_uri,
+            label_uri=label_uri,
+        )
+
+
+@dataclass(frozen=True)
+class SceneRecord:
+    """One manifest row."""
+
+    scene_id: str
+    split: str
+    layout: str
+    points_uri: str
+    num_points: int
+    image_width: int
+    image_height: int
+    cut_bound: int
+    views: tuple[ViewRecord, ...]
+    depth_scale: float | None = None
+    visibility_threshold: float | None = None
+    skipped_views: tuple[tuple[str, str], ...] = field(default=())
+
+    def to_row(self) -> dict:
+        row = asdict(self)
+        row["views"] = [asdict(v) for v in self.views]
+        row["skipped_views"] = [{"frame_id": f, "reason": r} for f, r in self.skipped_views]
+        return row
+
+    @classmethod
+    def from_row(cls, row: dict) -> SceneRecord:
+        views = tuple(
+            ViewRecord(
+                frame_id=v["frame_id"],
+                color_uri=v["color_uri"],
+                intrinsics=tuple(v["intrinsics"]),
+                cam_to_world=tuple(v["cam_to_world"]),
+                depth_uri=v.get("depth_uri"),
+                label_uri=v.get("label_uri"),
+            )
+            for v in row["views"] or []
+        )
+        skipped = tuple((s["frame_id"], s["reason"]) for s in row.get("skipped_views") or [])
+        return cls(
+            scene_id=row["scene_id"],
+            split=row["split"],
+            layout=row["layout"],
+            points_uri=row["points_uri"],
+            num_points=int(row["num_points"]),
+            image_width=int(row["image_width"]),
+            image_height=int(row["image_height"]),
+            cut_bound=int(row["cut_bound"]),
+            views=views,
+            depth_scale=None if row.get("depth_scale") is None else float(row["depth_scale"]),
+            visibility_threshold=None
+            if row.get("visibility_threshold") is None
+            else float(row["visibility_threshold"]),
+            skipped_views=skipped,
+        )
+
+
+def manifest_table(records: Iterable[SceneRecord]) -> pa.Table:
+    return pa.Table.from_pylist([r.to_row() for r in records], schema=MANIFEST_SCHEMA)
+
+
+def write_manifest(uri: str, records: Iterable[SceneRecord]) -> None:
+    """Write the manifest atomically, sorted by scene_id (stable across reruns)."""
+    ordered = sorted(records, key=lambda r: r.scene_id)
+    storage.write_parquet(uri, manifest_table(ordered))
+
+
+def read_manifest(uri: str) -> list[SceneRecord]:
+    return [SceneRecord.from_row(row) for row in storage.read_parquet(uri).to_pylist()]
+
+
+def points_table(xyz: np.ndarray, rgb: np.ndarray, labels: np.ndarray | None) -> pa.Table:
+    if labels is None:
+        labels = np.full(xyz.shape[0], IGNORE_LABEL, np.int16)
+    return pa.table(
+        {
+            "x": xyz[:, 0].astype(np.float32),
+            "y": xyz[:, 1].astype(np.float32),
+            "z": xyz[:, 2].astype(np.float32),
+            "r": rgb[:, 0].astype(np.uint8),
+            "g": rgb[:, 1].astype(np.uint8),
+            "b": rgb[:, 2].astype(np.uint8),
+            "label": labels.astype(np.int16),
+        },
+        schema=POINTS_SCHEMA,
+    )
+
+
+def load_points(uri: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(xyz float32 [N,3], rgb uint8 [N,3], labels int16 [N])`` from a points Parquet."""
+    table = storage.read_parquet(uri)
+    missing = [n for n in POINTS_SCHEMA.names if n not in table.column_names]
+    if missing:
+        raise SceneError(uri.rsplit("/", 1)[-1], "points", f"missing columns {missing}", uri)
+    cols = {name: table.column(name).to_numpy() for name in POINTS_SCHEMA.names}
+    xyz = np.stack([cols["x"], cols["y"], cols["z"]], axis=1).astype(np.float32)
+    rgb = np.stack([cols["r"], cols["g"], cols["b"]], axis=1).astype(np.uint8)
+    return xyz, rgb, cols["label"].astype(np.int16)
+
+
+def decode_view(
+    record: SceneRecord,
+    view: ViewRecord,
+    color_bytes: bytes,
+    depth_bytes: bytes | None = None,
+    label_bytes: bytes | None = None,
+) -> View:
+    """Decode one view's encoded files into a :class:`View` at the record's fusion image size."""
+    width, height = record.image_width, record.image_height
+    try:
+        color = images.resize_color(images.decode_color(color_bytes, view.color_uri), width, height)
+        depth = None
+        if depth_bytes is not None:
+            if record.depth_scale is None:
+                raise SceneError(record.scene_id, "depth_scale", "depth files given but no depth scale")
+            depth = images.resize_nearest(images.decode_depth(depth_bytes, record.depth_scale, view.depth_uri), width, height)
+        label = None
+        if label_bytes is not None:
+            label = images.resize_nearest(images.decode_label(label_bytes, view.label_uri), width, height)
+    except images.ImageDecodeError as exc:
+        raise SceneError(record.scene_id, f"view {view.frame_id}", str(exc)) from None
+    return View(
+        frame_id=view.frame_id,
+        color=color,
+        depth=depth,
+        intrinsics=view.intrinsics_matrix,
+        cam_to_world=view.pose_matrix,
+        label=label,
+        source=view.color_uri,
+    )
+
+
+def _read(record: SceneRecord, view: ViewRecord, uri: str | None) -> bytes | None:
+    if uri is None:
+        return None
+    try:
+        return storage.read_bytes(uri)
+    except storage.StorageError as exc:
+        raise SceneError(record.scene_id, f"view {view.frame_id}", f"cannot read file: {exc.reason}", uri) from None
+
+
+def load_view(record: SceneRecord, view: ViewRecord, with_label: bool = True) -> View:
+    """Read and decode one view's files through the storage layer."""
+    return decode_view(
+        record,
+        view,
+        _read(record, view, view.color_uri),
+        _read(record, view, view.depth_uri),
+        _read(record, view, view.label_uri) if with_label else None,
+    )
+
+
+def load_scene(record: SceneRecord, with_views: bool = True, with_labels: bool = True) -> Scene:
+    """The validated :class:`Scene` of a manifest row (views decoded when ``with_views``)."""
+    try:
+        xyz, rgb, labels = load_points(record.points_uri)
+    except storage.StorageError as exc:
+        raise SceneError(record.scene_id, "points", f"cannot read file: {exc.reason}", record.points_uri) from None
+    views = [load_view(record, v, with_labels) for v in record.views] if with_views else []
+    return Scene.create(record.scene_id, xyz, rgb, labels, views, source=record.points_uri)

@@ -1,0 +1,86 @@
+"""Shared fixtures: the real sample data, a moto S3 server on loopback, a local Ray."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def pytest_addoption(parser):
+    parser.addoption("--run-slow", action="store_true", help="also run tests marked slow")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--run-slow"):
+        return
+    skip = pytest.mark.skip(reason="slow: pass --run-slow (CI does)")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """``../shared/data`` (or $OPENSCENE_SHARED_DATA). Skips outside CI if absent; fails in CI."""
+    root = Path(os.environ.get("OPENSCENE_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
+    if not root.is_dir():
+        if os.environ.get("CI"):
+            pytest.fail(f"shared sample data not found at {root}; CI must run the real-data tests")
+        pytest.skip(f"shared sample data not found at {root} (set OPENSCENE_SHARED_DATA)")
+    return root
+
+
+class S3Server:
+    """A moto S3 server on loopback with per-test buckets."""
+
+    def __init__(self, endpoint: str):
+        import boto3
+
+        self.endpoint = endpoint
+        self._client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
+
+    def bucket(self, prefix: str = "bucket") -> str:
+        name = f"{prefix}-{secrets.token_hex(4)}"
+        self._client.create_bucket(Bucket=name)
+        return name
+
+    def keys(self, bucket: str) -> list[str]:
+        pages = self._client.get_paginator("list_objects_v2").paginate(Bucket=bucket)
+        return sorted(o["Key"] for page in pages for o in page.get("Contents", []))
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """moto's real S3 protocol server; the environment points s3fs at it (workers inherit it)."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    saved = {k: os.environ.get(k) for k in _S3_ENV}
+    os.environ.update(
+        {
+            "AWS_ACCESS_KEY_ID": "testing-key-id",
+            "AWS_SECRET_ACCESS_KEY": "testing-secret-value",
+            "AWS_REGION": "us-east-1",
+            "OPENSCENE_S3_ENDPOINT_URL": endpoint,
+        }
+    )
+    try:
+        yield S3Server(endpoint)
+    finally:
+        server.stop()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+_S3_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION", "OPENSCENE_S3_ENDPOINT_URL")
