@@ -1,0 +1,75 @@
+"""The text side: encoders that map prompts to L2-normalised embeddings in a 2D model's space.
+
+``synthetic`` is a seeded text space for the synthetic world (random-init CLIP towers give nearly
+parallel prompt embeddings, so they make a poor target): each prompt gets a fixed Gaussian
+direction derived from a hash of the prompt and the seed, so the same prompt always has the same
+embedding in every process. Real CLIP text towers register here too (see ``open_clip_text``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+import numpy as np
+
+__all__ = ["TextEncoder", "SyntheticTextEncoder", "build_text_encoder", "register_text_encoder", "text_encoder_names"]
+
+
+class TextEncoder(Protocol):
+    """Maps prompts to float32 [K, dim] L2-normalised embeddings."""
+
+    name: str
+    dim: int
+
+    def encode(self, prompts: Sequence[str]) -> np.ndarray: ...
+
+
+def l2_normalize(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    norm = np.linalg.norm(x, axis=axis, keepdims=True)
+    return (x / np.maximum(norm, 1e-12)).astype(np.float32)
+
+
+class SyntheticTextEncoder:
+    """A deterministic text space: prompt -> unit Gaussian direction seeded by sha256(seed, prompt)."""
+
+    def __init__(self, dim: int = 768, seed: int = 0):
+        if dim < 2:
+            raise ValueError(f"synthetic text space: dim must be >= 2, got {dim}")
+        self.dim = dim
+        self.seed = seed
+        self.name = f"synthetic-{dim}-s{seed}"
+
+    def encode(self, prompts: Sequence[str]) -> np.ndarray:
+        rows = []
+        for prompt in prompts:
+            digest = hashlib.sha256(f"{self.seed}\x00{prompt}".encode()).digest()
+            rng = np.random.default_rng(int.from_bytes(digest[:8], "little"))
+            rows.append(rng.standard_normal(self.dim))
+        return l2_normalize(np.asarray(rows, dtype=np.float64).reshape(len(rows), self.dim))
+
+
+_FACTORIES: dict[str, Callable[..., TextEncoder]] = {}
+
+
+def register_text_encoder(kind: str, factory: Callable[..., TextEncoder]) -> None:
+    if kind in _FACTORIES:
+        raise ValueError(f"text encoder {kind!r} is already registered")
+    _FACTORIES[kind] = factory
+
+
+def text_encoder_names() -> list[str]:
+    return sorted(_FACTORIES)
+
+
+def build_text_encoder(kind: str, **kwargs) -> TextEncoder:
+    """Build a registered text encoder, e.g. ``build_text_encoder("synthetic", dim=64, seed=0)``."""
+    try:
+        factory = _FACTORIES[kind]
+    except KeyError:
+        raise KeyError(f"unknown text encoder {kind!r}; known: {', '.join(text_encoder_names())}") from None
+    return factory(**kwargs)
+
+
+register_text_encoder("synthetic", SyntheticTextEncoder)
