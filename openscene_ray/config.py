@@ -71,15 +71,16 @@ def _format_validation_error(exc: ValidationError, source: str) -> str:
 
 def load_config(
     model: type[ModelT],
-    path: str | None = None,
+    paths: str | list[str] | None = None,
     overrides: list[str] | None = None,
     base: dict[str, Any] | None = None,
 ) -> ModelT:
-    """Build ``model`` from ``base`` ← YAML at ``path`` (any storage URI) ← ``overrides``."""
+    """Build ``model`` from ``base`` ← each YAML in ``paths`` (any storage URIs, later ones win,
+    e.g. a dataset config then a resource profile) ← ``key=value`` ``overrides``."""
     data: dict[str, Any] = _deep_copy(base or {})
-    source = "defaults"
-    if path:
-        source = path
+    sources = ["defaults"]
+    for path in [paths] if isinstance(paths, str) else list(paths or []):
+        sources.append(path)
         try:
             loaded = yaml.safe_load(storage.read_bytes(path).decode("utf-8"))
         except yaml.YAMLError as exc:
@@ -91,11 +92,11 @@ def load_config(
         data = _merge(data, loaded)
     if overrides:
         data = apply_overrides(data, overrides)
-        source += " + overrides"
+        sources.append("overrides")
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_format_validation_error(exc, source)) from None
+        raise ConfigError(_format_validation_error(exc, " + ".join(sources))) from None
 
 
 def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:

@@ -128,32 +128,38 @@ class SceneRecord:
 
     @classmethod
     def from_row(cls, row: dict) -> SceneRecord:
+        """Inverse of :meth:`to_row`; also accepts Ray Data rows, whose lists arrive as numpy arrays."""
+
+        def seq(value) -> list:
+            return [] if value is None else list(value)
+
+        def opt_float(value) -> float | None:
+            return None if value is None or (isinstance(value, float) and np.isnan(value)) else float(value)
+
         views = tuple(
             ViewRecord(
-                frame_id=v["frame_id"],
-                color_uri=v["color_uri"],
-                intrinsics=tuple(v["intrinsics"]),
-                cam_to_world=tuple(v["cam_to_world"]),
+                frame_id=str(v["frame_id"]),
+                color_uri=str(v["color_uri"]),
+                intrinsics=tuple(float(x) for x in v["intrinsics"]),
+                cam_to_world=tuple(float(x) for x in v["cam_to_world"]),
                 depth_uri=v.get("depth_uri"),
                 label_uri=v.get("label_uri"),
             )
-            for v in row["views"] or []
+            for v in seq(row["views"])
         )
-        skipped = tuple((s["frame_id"], s["reason"]) for s in row.get("skipped_views") or [])
+        skipped = tuple((str(s["frame_id"]), str(s["reason"])) for s in seq(row.get("skipped_views")))
         return cls(
-            scene_id=row["scene_id"],
-            split=row["split"],
-            layout=row["layout"],
-            points_uri=row["points_uri"],
+            scene_id=str(row["scene_id"]),
+            split=str(row["split"]),
+            layout=str(row["layout"]),
+            points_uri=str(row["points_uri"]),
             num_points=int(row["num_points"]),
             image_width=int(row["image_width"]),
             image_height=int(row["image_height"]),
             cut_bound=int(row["cut_bound"]),
             views=views,
-            depth_scale=None if row.get("depth_scale") is None else float(row["depth_scale"]),
-            visibility_threshold=None
-            if row.get("visibility_threshold") is None
-            else float(row["visibility_threshold"]),
+            depth_scale=opt_float(row.get("depth_scale")),
+            visibility_threshold=opt_float(row.get("visibility_threshold")),
             skipped_views=skipped,
         )
 

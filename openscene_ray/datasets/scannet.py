@@ -1,0 +1,101 @@
+"""ScanNet in OpenScene's preprocessed layout.
+
+On disk (``<root>`` is any storage URI)::
+
+    <root>/scannet_3d/<split>/<scene_id>_vh_clean_2.pth      (coords, colors in [-1,1], labels)
+    <root>/scannet_2d/<scene_id>/color/<frame>.jpg            frame = original frame number
+    <root>/scannet_2d/<scene_id>/depth/<frame>.png            uint16, millimetres
+    <root>/scannet_2d/<scene_id>/pose/<frame>.txt             4x4 camera-to-world; -inf = lost tracking
+    <root>/scannet_2d/<scene_id>/label/<frame>.png            optional 2D label map
+
+Frames whose number is a multiple of ``frame_skip`` (20) are used; the reference's preprocessing
+exports exactly those. One global K at 320x240: fx = fy = 288.9353, cx = 159.5, cy = 119.5 (the reference
+rescales 577.870605 at 640x480 with the resize formula: 288.9353025; under 2e-6 px apart in this image).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from pydantic import Field
+
+from openscene_ray import storage
+from openscene_ray.datasets.layouts import (
+    Layout,
+    LayoutConfig,
+    LayoutScene,
+    SceneRef,
+    ViewSpec,
+    list_files,
+    list_splits,
+    load_pth_points,
+    register_layout,
+)
+from openscene_ray.scene import SceneError
+
+__all__ = ["ScanNetConfig", "ScanNetLayout"]
+
+
+class ScanNetConfig(LayoutConfig):
+    frame_skip: int = Field(20, ge=1, description="use frames whose number is a multiple of this")
+    depth_scale: float = Field(1000.0, gt=0)
+    image_width: int = Field(320, gt=0)
+    image_height: int = Field(240, gt=0)
+    intrinsics: tuple[float, float, float, float] = Field(
+        (288.9353, 288.9353, 159.5, 119.5), description="fx, fy, cx, cy at the fusion size"
+    )
+    points_dir: str = "scannet_3d"
+    images_dir: str = "scannet_2d"
+    points_suffix: str = "_vh_clean_2.pth"
+    use_label_maps: bool = Field(True, description="attach label/<frame>.png where present")
+
+
+@register_layout
+class ScanNetLayout(Layout):
+    name = "scannet"
+    config_model = ScanNetConfig
+    config: ScanNetConfig
+
+    def list_scenes(self, root: str, split: str | None = None) -> list[SceneRef]:
+        points_root = storage.join(root, self.config.points_dir)
+        refs = []
+        for split_name in list_splits(points_root, split):
+            for name, uri in list_files(storage.join(points_root, split_name), self.config.points_suffix).items():
+                refs.append(SceneRef(name[: -len(self.config.points_suffix)], split_name, uri))
+        return sorted(refs, key=lambda r: (r.scene_id, r.split))
+
+    def read_scene(self, root: str, ref: SceneRef) -> LayoutScene:
+        cfg = self.config
+        xyz, rgb, labels = load_pth_points(ref.source, ref.scene_id)
+        scene_2d = storage.join(root, cfg.images_dir, ref.scene_id)
+        colors = list_files(storage.join(scene_2d, "color"))
+        if not colors:
+            raise SceneError(ref.scene_id, "views", "no colour images", storage.join(scene_2d, "color"))
+        label_files = list_files(storage.join(scene_2d, "label")) if cfg.use_label_maps else {}
+        frames = []
+        for name, uri in colors.items():
+            frame = name.rsplit(".", 1)[0]
+            if not frame.isdigit():
+                raise SceneError(ref.scene_id, "views", f"colour image name {name!r} is not a frame number", uri)
+            if int(frame) % cfg.frame_skip == 0:
+                frames.append((int(frame), frame, uri))
+        fx, fy, cx, cy = cfg.intrinsics
+        k = np.array([[fx, 0, cx], [0, fy, cy], [0, 0, 1]], dtype=np.float64)
+        size = (cfg.image_width, cfg.image_height)
+        specs = [
+            ViewSpec(
+                frame_id=frame,
+                color_uri=uri,
+                depth_uri=storage.join(scene_2d, "depth", f"{frame}.png"),
+                label_uri=label_files.get(f"{frame}.png"),
+                pose_uri=storage.join(scene_2d, "pose", f"{frame}.txt"),
+                intrinsics=k,
+                intrinsics_size=size,
+            )
+            for _, frame, uri in sorted(frames)
+        ]
+        views, skipped = self.build_views(ref.scene_id, specs, size)
+        return LayoutScene(
+            ref.scene_id, ref.split, ref.source, xyz, rgb, labels, views, skipped,
+            image_width=cfg.image_width, image_height=cfg.image_height, cut_bound=cfg.cut_bound,
+            depth_scale=cfg.depth_scale, visibility_threshold=cfg.visibility_threshold,
+        )  # fmt: skip
