@@ -3,12 +3,14 @@
 ``synthetic`` is a seeded text space for the synthetic world (random-init CLIP towers give nearly
 parallel prompt embeddings, so they make a poor target): each prompt gets a fixed Gaussian
 direction derived from a hash of the prompt and the seed, so the same prompt always has the same
-embedding in every process. Real CLIP text towers register here too (see ``open_clip_text``).
+embedding in every process. Real CLIP text towers register here too: ``open_clip`` lives in
+:mod:`openscene_ray.text_clip`, imported on first use so open_clip loads only when asked for.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
@@ -51,6 +53,8 @@ class SyntheticTextEncoder:
 
 
 _FACTORIES: dict[str, Callable[..., TextEncoder]] = {}
+# kind -> module that registers it on import.
+_MODULES = {"open_clip": "openscene_ray.text_clip"}
 
 
 def register_text_encoder(kind: str, factory: Callable[..., TextEncoder]) -> None:
@@ -60,11 +64,13 @@ def register_text_encoder(kind: str, factory: Callable[..., TextEncoder]) -> Non
 
 
 def text_encoder_names() -> list[str]:
-    return sorted(_FACTORIES)
+    return sorted(set(_FACTORIES) | set(_MODULES))
 
 
 def build_text_encoder(kind: str, **kwargs) -> TextEncoder:
     """Build a registered text encoder, e.g. ``build_text_encoder("synthetic", dim=64, seed=0)``."""
+    if kind not in _FACTORIES and kind in _MODULES:
+        importlib.import_module(_MODULES[kind])
     try:
         factory = _FACTORIES[kind]
     except KeyError:

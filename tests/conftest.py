@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+# torchvision (and open_clip, which imports it) must load before TensorFlow in any process, or the
+# process aborts (LLVM option registered twice). Test modules import TF, so pin the order here.
+import torchvision  # noqa: F401  isort: skip
+
 import os
 import secrets
 from pathlib import Path
