@@ -1,0 +1,186 @@
+import io
+
+import numpy as np
+import pytest
+from matplotlib import colormaps
+from matplotlib.colors import to_rgb
+from PIL import Image
+
+from openscene_ray import storage
+from openscene_ray.evaluation.metrics import UNKNOWN, EvalCounts, compute_metrics
+from openscene_ray.evaluation.plots import (
+    BAR_COLOR,
+    MIOU_COLOR,
+    confusion_heatmap_png,
+    iou_bar_chart_png,
+    markdown_table,
+)
+from openscene_ray.evaluation.ply import (
+    IGNORE_COLOR,
+    UNKNOWN_COLOR,
+    heatmap_colors,
+    label_colors,
+    label_palette,
+    read_ply,
+    render_points,
+    render_points_png,
+    write_ply,
+)
+
+VIRIDIS = colormaps["viridis"](np.linspace(0, 1, 256))[:, :3] * 255
+
+
+def _png(uri):
+    image = Image.open(io.BytesIO(storage.read_bytes(uri)))
+    assert image.format == "PNG"
+    return np.asarray(image.convert("RGB")).astype(np.int64)
+
+
+def _viridis_value(rgb):
+    """Invert the colormap: the value whose viridis colour is nearest to ``rgb``."""
+    return float(np.argmin(((VIRIDIS - rgb) ** 2).sum(axis=1)) / 255)
+
+
+def _mask_of(image, colour, tol=40):
+    return np.abs(image - np.asarray(to_rgb(colour)) * 255).sum(axis=2) < tol
+
+
+CONF = np.array([[50, 30, 15, 5], [0, 100, 0, 0], [10, 20, 30, 40], [1, 2, 3, 94]])
+
+
+@pytest.mark.parametrize("normalize", ["true", "pred", None])
+def test_confusion_heatmap_cells_encode_the_normalised_values(tmp_path, normalize):
+    uri = str(tmp_path / "conf.png")
+    info = confusion_heatmap_png(CONF, ["wall", "floor", "chair", "table"], uri, normalize=normalize, size=(800, 700))
+    img = _png(uri)
+    assert info.size == (800, 700) and img.shape == (700, 800, 3)
+    assert img.std() > 20
+    if normalize == "true":
+        expected = CONF / CONF.sum(axis=1, keepdims=True)
+    elif normalize == "pred":
+        expected = CONF / CONF.sum(axis=0, keepdims=True)
+    else:
+        expected = CONF / CONF.max()
+    left, top, right, bottom = info.axes_box
+    cw, ch = (right - left) / 4, (bottom - top) / 4
+    sampled = np.zeros((4, 4))
+    for i in range(4):
+        for j in range(4):  # sample off-centre, away from the value printed in the cell
+            sampled[i, j] = _viridis_value(img[int(top + (i + 0.2) * ch), int(left + (j + 0.2) * cw)])
+    np.testing.assert_allclose(sampled, expected, atol=0.01)
+    order = np.argsort(expected, axis=None, kind="stable")
+    assert np.all(np.diff(sampled.reshape(-1)[order]) >= -0.005)  # monotone in the value
+
+
+def test_iou_bar_heights_are_proportional_to_the_ious(s3_server):
+    iou = [0.1, 0.35, float("nan"), 0.6, 0.95, 0.0]
+    names = ["wall", "floor", "absent", "chair", "table", "sink"]
+    uri = f"s3://{s3_server.bucket()}/report/iou.png"
+    info = iou_bar_chart_png(iou, names, uri, miou=0.4, size=(900, 500))
+    img = _png(uri)
+    assert info.size == (900, 500) and img.shape == (500, 900, 3)
+    left, top, right, bottom = info.axes_box
+    bar = _mask_of(img, BAR_COLOR)
+    width = (right - left) / len(iou)
+    for k, value in enumerate(iou):
+        column = bar[int(top) : int(bottom), int(left + (k + 0.5) * width)]
+        rows = np.flatnonzero(column)
+        if not np.isfinite(value) or value == 0:
+            assert rows.size == 0, names[k]
+            continue
+        height_px = (bottom - top) - rows.min()
+        assert height_px == pytest.approx(value * (bottom - top), abs=2.5), names[k]
+    red_rows = np.flatnonzero(_mask_of(img, MIOU_COLOR)[int(top) : int(bottom)].any(axis=1))
+    assert np.median(red_rows) + top == pytest.approx(bottom - 0.4 * (bottom - top), abs=2.5)
+
+
+def test_markdown_table_shows_percentages_and_the_mean_convention():
+    counts = EvalCounts.from_predictions(np.array([0, 0, 1, 1, UNKNOWN]), np.array([0, 0, 1, 0, 1]), 3)
+    metrics = compute_metrics(counts.confusion, counts.unknown)
+    table = markdown_table(metrics, ["wall", "floor", "chair"])
+    lines = table.strip().splitlines()
+    assert lines[0] == "| class | IoU (%) | Acc (%) |"
+    assert lines[2] == "| wall | 66.7 | 66.7 |"  # TP 2, FN 1 -> 2/3; acc 2/3
+    assert lines[3] == "| floor | 50.0 | 50.0 |"  # TP 1, FP 1 -> 1/2; acc 1/2 (one unknown point)
+    assert lines[4] == "| chair | – | – |"
+    assert lines[5] == "| **mean (2 of 3 classes present)** | **58.3** | **58.3** |"
+    compat = markdown_table(compute_metrics(counts.confusion, counts.unknown, openscene_compat=True),
+                            ["wall", "floor", "chair"])
+    last = compat.strip().splitlines()[-1]
+    assert last == "| **mean (sum over present / 3, openscene-compatible)** | **38.9** | **38.9** |"
+
+
+def test_ply_round_trip_through_storage(tmp_path):
+    rng = np.random.default_rng(0)
+    xyz = rng.standard_normal((1000, 3)).astype(np.float32)
+    rgb = rng.integers(0, 256, (1000, 3), dtype=np.uint8)
+    for uri in (str(tmp_path / "cloud.ply"), "memory://ply-test/cloud.ply"):
+        size = write_ply(uri, xyz, rgb)
+        data = storage.read_bytes(uri)
+        assert len(data) == size and data.startswith(b"ply\nformat binary_little_endian 1.0\n")
+        assert len(data) - data.index(b"end_header\n") - len(b"end_header\n") == 1000 * 15
+        got_xyz, got_rgb = read_ply(data)
+        np.testing.assert_array_equal(got_xyz, xyz)
+        np.testing.assert_array_equal(got_rgb, rgb)
+    with pytest.raises(ValueError, match="uint8"):
+        write_ply(str(tmp_path / "bad.ply"), xyz, rgb.astype(np.float32))
+    with pytest.raises(ValueError, match="not a PLY"):
+        read_ply(b"solid ascii stl")
+
+
+def test_heatmap_colours_run_from_blue_to_yellow():
+    values = np.array([0.2, -0.1, 0.5, np.nan, 0.35])
+    colors = heatmap_colors(values)
+    low, high = colors[1].astype(int), colors[2].astype(int)
+    assert low[2] > low[0] and low[2] > low[1]  # lowest value: blue dominates
+    assert high[0] > 200 and high[1] > 200 and high[2] < 80  # highest value: yellow
+    assert tuple(colors[3]) == UNKNOWN_COLOR
+    luminance = colors[[1, 0, 4, 2]].astype(float) @ [0.2126, 0.7152, 0.0722]
+    assert np.all(np.diff(luminance) > 0)  # lightness increases with the value
+    # fixed limits clip, so colours are comparable across queries
+    fixed = heatmap_colors([-5.0, 0.0, 0.5, 1.0, 9.0], vmin=0.0, vmax=1.0)
+    np.testing.assert_array_equal(fixed[0], fixed[1])
+    np.testing.assert_array_equal(fixed[3], fixed[4])
+    assert not np.array_equal(fixed[1], fixed[2])
+
+
+def test_label_colours_are_distinct_and_mark_ignore_and_unknown():
+    palette = label_palette(160)
+    assert len(np.unique(palette, axis=0)) == 160
+    greyish = (palette.max(axis=1).astype(int) - palette.min(axis=1)) < 30
+    assert not greyish.any()  # no class colour can be mistaken for ignore (black) or unknown (grey)
+    colors = label_colors(np.array([0, 3, 255, -100, UNKNOWN, 20]), 20)
+    np.testing.assert_array_equal(colors[:2], palette[[0, 3]])  # a class keeps its colour for any K
+    assert [tuple(c) for c in colors[2:]] == [IGNORE_COLOR, IGNORE_COLOR, UNKNOWN_COLOR, IGNORE_COLOR]
+
+
+RED, GREEN, BLUE, WHITE = (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 255)
+
+
+def test_top_view_places_points_and_keeps_the_highest():
+    xyz = np.array([[1, 1, 0], [-1, -1, 0], [1, -1, 0], [-1, 1, 0], [-1, 1, 2.0]], dtype=np.float32)
+    rgb = np.array([RED, GREEN, BLUE, BLUE, RED], dtype=np.uint8)
+    img = render_points(xyz, rgb, 101, 101, view="top", point_radius=1)
+    # 101 px with a 4 px margin: x,y in [-1,1] map to columns/rows 4..96, +y is up
+    assert tuple(img[4, 96]) == RED and tuple(img[5, 95]) == RED  # (1,1): top right, 3x3 splat
+    assert tuple(img[96, 4]) == GREEN  # (-1,-1): bottom left
+    assert tuple(img[96, 96]) == BLUE  # (1,-1): bottom right
+    assert tuple(img[4, 4]) == RED  # (-1,1): two points, the one at z=2 is on top
+    assert tuple(img[50, 50]) == WHITE and tuple(img[7, 96]) == WHITE
+    assert (img != 255).any(axis=2).sum() == 4 * 9
+
+
+def test_side_view_z_buffer_and_png_output(tmp_path):
+    xyz = np.array([[0, 0, 0], [1, 0, 0], [0, 0, 1]], dtype=np.float32)
+    rgb = np.array([RED, GREEN, BLUE], dtype=np.uint8)
+    uri = str(tmp_path / "side.png")
+    image = render_points_png(xyz, rgb, uri, width=60, height=40, view="side", point_radius=0)
+    img = _png(uri)
+    np.testing.assert_array_equal(img, image)
+    # "side" looks from +x: the point at x=1 hides the one at x=0; z=1 is above it
+    ys, xs = np.nonzero((img != 255).any(axis=2))
+    assert len(ys) == 2
+    colours = {tuple(img[y, x]) for y, x in zip(ys, xs)}
+    assert colours == {GREEN, BLUE}
+    (gy,), (by,) = np.nonzero((img == GREEN).all(axis=2))[0], np.nonzero((img == BLUE).all(axis=2))[0]
+    assert by < gy
