@@ -133,13 +133,34 @@ def filesystem(
 
 
 def to_pyarrow_filesystem(uri: str, options: StorageOptions | None = None):
-    """``(pyarrow filesystem, path)`` for handing a URI to pyarrow or Ray Data readers/writers."""
-    from pyarrow.fs import FSSpecHandler, LocalFileSystem, PyFileSystem
+    """``(pyarrow filesystem, path)`` for handing a URI to pyarrow or Ray Data readers/writers.
 
+    S3 gets pyarrow's native client configured from the same :class:`StorageOptions` as s3fs
+    (endpoint, region, credentials), so Ray never falls back to resolving anything against AWS.
+    """
+    from pyarrow import fs as pafs
+
+    scheme = _scheme(uri)
+    if scheme == "file":
+        return pafs.LocalFileSystem(), filesystem(uri, options)[1]
+    if scheme in ("s3", "s3a"):
+        opts = options or StorageOptions.from_env()
+        kwargs: dict[str, Any] = {
+            "region": opts.region or "us-east-1",
+            "retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=10),
+        }
+        if opts.anonymous:
+            kwargs["anonymous"] = True
+        elif opts.access_key_id and opts.secret_access_key:
+            kwargs["access_key"] = opts.access_key_id.get_secret_value()
+            kwargs["secret_key"] = opts.secret_access_key.get_secret_value()
+        if opts.endpoint_url:
+            endpoint_scheme, _, host = opts.endpoint_url.partition("://")
+            kwargs["endpoint_override"] = host.rstrip("/")
+            kwargs["scheme"] = endpoint_scheme
+        return pafs.S3FileSystem(**kwargs), uri.split("://", 1)[1]
     fs, path = filesystem(uri, options)
-    if _scheme(uri) == "file":
-        return LocalFileSystem(), path
-    return PyFileSystem(FSSpecHandler(fs)), path
+    return pafs.PyFileSystem(pafs.FSSpecHandler(fs)), path
 
 
 def join(uri: str, *parts: str) -> str:

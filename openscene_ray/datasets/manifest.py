@@ -217,15 +217,19 @@ def decode_view(
     """Decode one view's encoded files into a :class:`View` at the record's fusion image size."""
     width, height = record.image_width, record.image_height
     try:
-        color = images.resize_color(images.decode_color(color_bytes, view.color_uri), width, height)
-        depth = None
+        raw_color = images.decode_color(color_bytes, view.color_uri)
+        color = images.resize_color(raw_color, width, height)
+        depth = label = None
         if depth_bytes is not None:
             if record.depth_scale is None:
                 raise SceneError(record.scene_id, "depth_scale", "depth files given but no depth scale")
-            depth = images.resize_nearest(images.decode_depth(depth_bytes, record.depth_scale, view.depth_uri), width, height)
-        label = None
+            raw_depth = images.decode_depth(depth_bytes, record.depth_scale, view.depth_uri)
+            _check_aspect(record, view, "depth", raw_depth, raw_color, view.depth_uri)
+            depth = images.resize_nearest(raw_depth, width, height)
         if label_bytes is not None:
-            label = images.resize_nearest(images.decode_label(label_bytes, view.label_uri), width, height)
+            raw_label = images.decode_label(label_bytes, view.label_uri)
+            _check_aspect(record, view, "label", raw_label, raw_color, view.label_uri)
+            label = images.resize_nearest(raw_label, width, height)
     except images.ImageDecodeError as exc:
         raise SceneError(record.scene_id, f"view {view.frame_id}", str(exc)) from None
     return View(
@@ -237,6 +241,15 @@ def decode_view(
         label=label,
         source=view.color_uri,
     )
+
+
+def _check_aspect(record, view, kind: str, image: np.ndarray, color: np.ndarray, uri: str | None) -> None:
+    """Depth and label maps may be stored at another resolution than colour, never another shape."""
+    (h, w), (ch, cw) = image.shape[:2], color.shape[:2]
+    if abs(w / h - cw / ch) > 0.03 * (cw / ch):
+        raise SceneError(
+            record.scene_id, f"view {view.frame_id}.{kind}", f"size {w}x{h} does not match the colour image {cw}x{ch}", uri
+        )
 
 
 def _read(record: SceneRecord, view: ViewRecord, uri: str | None) -> bytes | None:

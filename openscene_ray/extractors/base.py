@@ -6,7 +6,8 @@ width)`` returns a float tensor ``[B, height, width, C]`` on the extractor's dev
 colour image (and, for the synthetic ``label-oracle``, the ground-truth label map).
 
 Extractors are built from a name plus keyword options with :func:`build_extractor`; each module
-registers its factory with :func:`register_extractor`. Heavy frameworks (TensorFlow, open_clip)
+registers its factory with :func:`register_extractor`. A name of the form ``package.module:factory``
+loads a user's own extractor without registering it (the module must be importable on the workers). Heavy frameworks (TensorFlow, open_clip)
 are imported inside the factories, never at import time of this package.
 """
 
@@ -57,6 +58,12 @@ def extractor_names() -> list[str]:
 
 def build_extractor(name: str, **options) -> Extractor:
     """Build the extractor ``name`` with its options (see each extractor's factory)."""
+    if ":" in name:
+        module_name, _, attribute = name.partition(":")
+        try:
+            return getattr(importlib.import_module(module_name), attribute)(**options)
+        except (ImportError, AttributeError) as exc:
+            raise KeyError(f"cannot load plugin extractor {name!r}: {exc}") from None
     if name not in _FACTORIES and name in _MODULES:
         importlib.import_module(_MODULES[name])
     try:

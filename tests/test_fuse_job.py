@@ -1,0 +1,246 @@
+"""The distributed fusion job on a local Ray (logical GPUs), local disk and moto S3."""
+
+import dataclasses
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from conftest import SYNTHETIC_VISIBILITY
+
+from openscene_ray import storage
+from openscene_ray.config import load_config
+from openscene_ray.datasets.manifest import SceneRecord, points_table, read_manifest, write_manifest
+from openscene_ray.evaluation.metrics import EvalCounts, compute_metrics
+from openscene_ray.extractors import build_extractor
+from openscene_ray.features import read_features, shard_uri
+from openscene_ray.fusion.core import fuse_views
+from openscene_ray.labels import get_label_set
+from openscene_ray.pipelines.fuse import (
+    ExtractorConfig,
+    FuseConfig,
+    FusionSettings,
+    fusion_params,
+    load_scene_for_fusion,
+    run_fuse,
+)
+from openscene_ray.text import build_text_encoder
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ORACLE = {"label_set": "scannet20", "text_encoder": "synthetic", "text_options": {"dim": 32, "seed": 0}}
+
+
+def _config(manifest, output, **overrides) -> FuseConfig:
+    base = {
+        "manifest": manifest,
+        "output": output,
+        "extractor": {"name": "label-oracle", "options": ORACLE},
+        "resources": {"min_actors": 1, "max_actors": 2, "gpus_per_actor": 1, "cpus_per_actor": 1},
+    }
+    return load_config(FuseConfig, base=base | overrides)
+
+
+def _in_process(record: SceneRecord, extractor_options=ORACLE):
+    """The single-process fusion core on the same scene (the reference for the job's output)."""
+    scene = load_scene_for_fusion(record)
+    extractor = build_extractor("label-oracle", **extractor_options)
+    return fuse_views(scene.xyz, scene.views, extractor, fusion_params(record, FusionSettings())), scene
+
+
+def _fused_counts(records, output) -> EvalCounts:
+    text = build_text_encoder("synthetic", dim=32, seed=0).encode(get_label_set("scannet20").prompts())
+    total = EvalCounts.zeros(20)
+    for record in records:
+        shard = read_features(shard_uri(output, record.scene_id))
+        labels = storage.read_parquet(record.points_uri, columns=["label"]).column(0).to_numpy()
+        pred = (shard.features.astype(np.float32) @ text.T).argmax(1)
+        total = total + EvalCounts.from_predictions(pred, labels[shard.point_index], 20)
+    return total
+
+
+def test_fuse_job_matches_core_and_oracle_miou(ray_session, synthetic_world, tmp_path):
+    output = str(tmp_path / "out")
+    summary = run_fuse(_config(synthetic_world.manifest, output))
+    records = synthetic_world.records
+    assert summary.ok and sorted(summary.done) == sorted(r.scene_id for r in records)
+    for record in records:
+        shard = read_features(shard_uri(output, record.scene_id))
+        expected, _ = _in_process(record)
+        assert np.array_equal(shard.point_index, np.flatnonzero(expected.mask))
+        assert np.array_equal(shard.features, expected.features.numpy())
+        assert np.array_equal(shard.n_views, expected.n_views[expected.mask])
+        assert shard.metadata["feature_dim"] == 32 and shard.metadata["n_points"] == record.num_points
+    metrics = compute_metrics(_fused_counts(records, output).confusion)
+    assert metrics["miou"] >= 0.9, metrics
+    index = pq.read_table(os.path.join(output, "index")).to_pylist()
+    assert {r["scene_id"] for r in index} == {r.scene_id for r in records}
+    assert all(r["status"] == "done" and r["n_seen"] > 0.5 * r["n_points"] for r in index)
+
+    again = run_fuse(_config(synthetic_world.manifest, output))  # resume: nothing left to do
+    assert again.done == [] and sorted(again.skipped) == sorted(summary.done)
+
+
+def test_fuse_job_on_s3(ray_session, s3_server, tmp_path):
+    """Raw world, manifest, points, views and features all live in moto's S3."""
+    from openscene_ray.datasets.ingest import ingest
+    from openscene_ray.datasets.layouts import build_layout
+    from openscene_ray.synth.world import SynthConfig
+    from openscene_ray.synth.writer import write_world
+
+    bucket = s3_server.bucket("fuse")
+    raw, ingested, output = (f"s3://{bucket}/{p}" for p in ("raw", "ingested", "out"))
+    write_world(SynthConfig(seed=3, num_scenes=2, views_per_scene=6, points_per_scene=3000), raw)
+    result = ingest(build_layout("scannet", overrides=[f"visibility_threshold={SYNTHETIC_VISIBILITY}"]), raw, ingested)
+    assert not result.errors and result.records[0].views[0].color_uri.startswith("s3://")
+    summary = run_fuse(_config(result.manifest_uri, output))
+    assert summary.ok and len(summary.done) == 2
+    keys = s3_server.keys(bucket)
+    assert sorted(k for k in keys if k.startswith("out/features/")) == [
+        f"out/features/{r.scene_id}.parquet" for r in sorted(result.records, key=lambda r: r.scene_id)
+    ]
+    assert any(k.startswith("out/index/") for k in keys)
+    metrics = compute_metrics(_fused_counts(result.records, output).confusion)
+    assert metrics["miou"] >= 0.9
+
+
+def test_actor_crash_mid_scene_still_writes_every_scene_once(ray_session, synthetic_world, tmp_path):
+    marker = str(tmp_path / "crashed")
+    config = _config(
+        synthetic_world.manifest,
+        str(tmp_path / "out"),
+        extractor={"name": "fault_injection:crash_once", "options": ORACLE | {"marker": marker}},
+    )
+    summary = run_fuse(config)
+    assert os.path.exists(marker), "the actor never crashed: the test did not exercise recovery"
+    assert summary.ok and sorted(summary.done) == sorted(r.scene_id for r in synthetic_world.records)
+    files = sorted(os.listdir(tmp_path / "out" / "features"))
+    assert files == sorted(f"{r.scene_id}.parquet" for r in synthetic_world.records)
+    for record in synthetic_world.records:
+        expected, _ = _in_process(record)
+        assert np.array_equal(read_features(shard_uri(config.output, record.scene_id)).features, expected.features.numpy())
+
+
+def _break(record: SceneRecord, how: str, root: str) -> SceneRecord:
+    """A copy of ``record`` (renamed) whose inputs are broken in the way ``how`` names."""
+    scene_id = f"{record.scene_id}_{how}"
+    views = list(record.views)
+    points_uri = record.points_uri
+    if how == "corrupt_jpeg":
+        bad = os.path.join(root, f"{scene_id}.jpg")
+        storage.write_bytes(bad, b"\xff\xd8\xff\xe0 not really a jpeg")
+        views[1] = dataclasses.replace(views[1], color_uri=bad)
+    elif how == "missing_depth":
+        views[2] = dataclasses.replace(views[2], depth_uri=os.path.join(root, "nope.png"))
+    elif how == "nonrigid_pose":
+        pose = np.array(views[0].cam_to_world).reshape(4, 4)
+        pose[:3, :3] *= 1.5
+        views[0] = dataclasses.replace(views[0], cam_to_world=tuple(pose.reshape(-1)))
+    elif how == "empty_cloud":
+        points_uri = os.path.join(root, f"{scene_id}.parquet")
+        storage.write_parquet(points_uri, points_table(np.zeros((0, 3), np.float32), np.zeros((0, 3), np.uint8), None))
+    elif how == "size_mismatch":
+        from openscene_ray import images
+
+        small = os.path.join(root, f"{scene_id}-depth.png")
+        storage.write_bytes(small, images.encode_png(np.ones((10, 10), np.uint16)))
+        views[0] = dataclasses.replace(views[0], depth_uri=small)
+    return dataclasses.replace(record, scene_id=scene_id, views=tuple(views), points_uri=points_uri)
+
+
+def test_bad_scenes_become_error_rows_and_exit_nonzero(ray_session, synthetic_world, tmp_path):
+    good = synthetic_world.records[:2]
+    broken = {how: _break(good[0], how, str(tmp_path)) for how in ("corrupt_jpeg", "missing_depth", "nonrigid_pose", "empty_cloud", "size_mismatch")}
+    manifest = str(tmp_path / "mixed.parquet")
+    write_manifest(manifest, [*good, *broken.values()])
+    output = str(tmp_path / "out")
+    summary = run_fuse(_config(manifest, output))
+    assert sorted(summary.done) == sorted(r.scene_id for r in good)
+    failures = summary.failed
+    assert set(failures) == {r.scene_id for r in broken.values()}
+    assert "cannot decode image" in failures[broken["corrupt_jpeg"].scene_id]
+    assert "nope.png" in failures[broken["missing_depth"].scene_id]
+    assert "no such object" in failures[broken["missing_depth"].scene_id]
+    assert "not orthonormal" in failures[broken["nonrigid_pose"].scene_id]
+    assert "empty point cloud" in failures[broken["empty_cloud"].scene_id]
+    assert "size 10x10 does not match the colour image 320x240" in failures[broken["size_mismatch"].scene_id]
+    for how, record in broken.items():
+        assert record.scene_id in failures[record.scene_id], how  # every error names its scene
+        assert not storage.exists(shard_uri(output, record.scene_id))
+    for record in good:
+        expected, _ = _in_process(record)
+        assert np.array_equal(read_features(shard_uri(output, record.scene_id)).features, expected.features.numpy())
+    # the CLI exits non-zero when any scene failed
+    from openscene_ray.cli import main
+
+    assert main(["fuse", "--manifest", manifest, "--output", str(tmp_path / "cli-out"),
+                 "--set", "extractor.options.text_options.dim=32",
+                 "--set", "resources.gpus_per_actor=1"]) == 1  # fmt: skip
+
+
+def _job_env():
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([REPO, os.path.join(REPO, "tests")]))
+    env["RAY_DATA_DISABLE_PROGRESS_BARS"] = "1"
+    return env
+
+
+def _write_job_config(tmp_path, manifest, output) -> str:
+    import yaml
+
+    path = tmp_path / "fuse.yaml"
+    path.write_text(yaml.safe_dump({
+        "manifest": manifest, "output": output,
+        "extractor": {"name": "label-oracle", "options": ORACLE},
+        "resources": {"min_actors": 1, "max_actors": 1, "cpus_per_actor": 1},
+    }))  # fmt: skip
+    return str(path)
+
+
+@pytest.mark.slow
+def test_resume_after_killed_driver_gives_exactly_the_rest(synthetic_world, tmp_path):
+    """Kill the driver (its whole process group, local Ray included) after the first scene, rerun:
+    the rerun fuses exactly the missing scenes and the final outputs equal a clean run's."""
+    output = str(tmp_path / "out")
+    config = _write_job_config(tmp_path, synthetic_world.manifest, output)
+    features = tmp_path / "out" / "features"
+    proc = subprocess.Popen(
+        [sys.executable, "jobs/fuse.py", "--config", config, "--address", "local"],
+        cwd=REPO, env=_job_env(), start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if features.is_dir() and any(f.suffix == ".parquet" for f in features.iterdir()):
+            break
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    first = sorted(f.name for f in features.iterdir() if f.suffix == ".parquet")
+    all_ids = sorted(r.scene_id for r in synthetic_world.records)
+    assert 1 <= len(first) < len(all_ids), first
+    before = {name: (features / name).read_bytes() for name in first}
+
+    rerun = subprocess.run(
+        [sys.executable, "jobs/fuse.py", "--config", config, "--address", "local"],
+        cwd=REPO, env=_job_env(), capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert rerun.returncode == 0, rerun.stdout[-2000:] + rerun.stderr[-4000:]
+    import json
+
+    summary = json.loads(rerun.stdout[rerun.stdout.index("{"):])
+    assert summary["skipped"] == len(first) and summary["done"] == len(all_ids) - len(first)
+    assert sorted(f.name for f in features.iterdir()) == [f"{s}.parquet" for s in all_ids]  # no temp files
+    assert all((features / name).read_bytes() == data for name, data in before.items())
+    for record in synthetic_world.records:
+        expected, _ = _in_process(record)
+        assert np.array_equal(read_features(shard_uri(output, record.scene_id)).features, expected.features.numpy())
+
+
+def test_manifest_read_back_through_ray_rows(ray_session, synthetic_world):
+    """Manifest rows as Ray Data delivers them (numpy-typed lists) parse back to the same records."""
+    import ray.data
+
+    rows = ray.data.read_parquet(synthetic_world.manifest).take_all()
+    assert [SceneRecord.from_row(r) for r in rows] == read_manifest(synthetic_world.manifest)
