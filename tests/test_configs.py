@@ -1,0 +1,47 @@
+"""Every shipped config loads and validates with the model of its stage (and each profile)."""
+
+import inspect
+from pathlib import Path
+
+import pytest
+
+from openscene_ray.config import load_config
+from openscene_ray.datasets.layouts import build_layout
+from openscene_ray.extractors.base import _MODULES, extractor_names
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+PROFILES = ("local", "cluster")
+
+
+def _yaml(stage: str) -> list[Path]:
+    return sorted((CONFIGS / stage).glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", _yaml("ingest"), ids=lambda p: p.stem)
+def test_ingest_configs(path):
+    layout = build_layout(path.stem, config_path=str(path))
+    assert layout.config.cut_bound in (5, 10)
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+@pytest.mark.parametrize("path", _yaml("fuse"), ids=lambda p: p.stem)
+def test_fuse_configs(path, profile):
+    from openscene_ray.pipelines.fuse import FuseConfig
+
+    config = load_config(FuseConfig, [str(path), str(CONFIGS / "profiles" / profile / "fuse.yaml")])
+    assert config.extractor.name in extractor_names()
+    # the options bind to the extractor's real constructor (no typo survives to the cluster)
+    import importlib
+
+    module = importlib.import_module(_MODULES[config.extractor.name])
+    factory = {"openseg": "OpenSegExtractor", "clip-dense": "ClipDenseExtractor"}[config.extractor.name]
+    inspect.signature(getattr(module, factory)).bind(**config.extractor.options)
+    if profile == "cluster":
+        assert config.resources.gpus_per_actor == 1 and config.resources.max_actors > 1
+
+
+def test_every_dataset_has_configs():
+    assert {p.stem for p in _yaml("ingest")} == {"scannet", "matterport", "replica", "nuscenes", "posed-rgbd"}
+    stems = {p.stem for p in _yaml("fuse")}
+    for dataset in ("scannet", "matterport", "replica", "nuscenes", "custom"):
+        assert {f"{dataset}-openseg", f"{dataset}-clip"} <= stems
