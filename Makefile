@@ -1,13 +1,12 @@
 # Works on a fresh machine with only python3 and make: bootstraps uv, syncs the locked env, runs.
 SHELL := /bin/bash
-UV ?= $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
+UV ?= $(shell command -v uv 2>/dev/null || echo $(CURDIR)/.uv-bootstrap/bin/uv)
 PYTEST_ARGS ?=
 
-.PHONY: uv sync demo test test-all benchmark lint clean
+.PHONY: uv sync demo test test-all benchmark clean
 
-uv:
-	@command -v $(UV) >/dev/null 2>&1 || python3 -m pip install --user --quiet uv || \
-	  (python3 -m venv .uv-bootstrap && .uv-bootstrap/bin/pip install --quiet uv && ln -sf $(CURDIR)/.uv-bootstrap/bin/uv $(HOME)/.local/bin/uv)
+uv:  # uv from PATH, else a project-local copy (works where pip --user is not allowed)
+	@test -x "$(UV)" || (python3 -m venv .uv-bootstrap && .uv-bootstrap/bin/pip install --quiet uv)
 
 sync: uv
 	$(UV) sync --locked --extra test
