@@ -474,6 +474,51 @@ def list_files(uri: str, suffix: str = "") -> dict[str, str]:
     return {basename(u): u for u in storage.listdir(uri) if basename(u).endswith(suffix)}
 
 
+def numbered_frames_scene(
+    layout: Layout,
+    ref: SceneRef,
+    points: tuple[np.ndarray, np.ndarray, np.ndarray],
+    scene_2d: str,
+    keep: Callable[[int], bool],
+    label_files: dict[str, str] | None = None,
+) -> LayoutScene:
+    """A scene whose views are ``color/<n>.jpg, depth/<n>.png, pose/<n>.txt`` under ``scene_2d``
+    with one global K (``config.intrinsics`` at the fusion size); frames whose number passes
+    ``keep`` are used. ``label_files`` maps ``<n>.png`` to a 2D label map URI where present."""
+    cfg = layout.config
+    frames = []
+    for name, uri in list_files(storage.join(scene_2d, "color"), ".jpg").items():
+        frame = name[: -len(".jpg")]
+        if not frame.isdigit():
+            raise SceneError(ref.scene_id, "views", f"colour image name {name!r} is not a frame number", uri)
+        if keep(int(frame)):
+            frames.append((int(frame), frame, uri))
+    if not frames:
+        raise SceneError(ref.scene_id, "views", "no colour images", storage.join(scene_2d, "color"))
+    fx, fy, cx, cy = cfg.intrinsics
+    k = np.array([[fx, 0, cx], [0, fy, cy], [0, 0, 1]], dtype=np.float64)
+    size = (cfg.image_width, cfg.image_height)
+    specs = [
+        ViewSpec(
+            frame_id=frame,
+            color_uri=uri,
+            depth_uri=storage.join(scene_2d, "depth", f"{frame}.png"),
+            label_uri=(label_files or {}).get(f"{frame}.png"),
+            pose_uri=storage.join(scene_2d, "pose", f"{frame}.txt"),
+            intrinsics=k,
+            intrinsics_size=size,
+        )
+        for _, frame, uri in sorted(frames)
+    ]
+    views, skipped = layout.build_views(ref.scene_id, specs, size)
+    xyz, rgb, labels = points
+    return LayoutScene(
+        ref.scene_id, ref.split, ref.source, xyz, rgb, labels, views, skipped,
+        image_width=cfg.image_width, image_height=cfg.image_height, cut_bound=cfg.cut_bound,
+        depth_scale=cfg.depth_scale, visibility_threshold=cfg.visibility_threshold,
+    )  # fmt: skip
+
+
 def list_splits(points_root: str, split: str | None) -> list[str]:
     """The split folders to scan: ``[split]`` if given, else every child folder name."""
     if split:

@@ -16,7 +16,6 @@ One global K at 640x360 (fx=fy=600, cx=599.5, cy=339.5 at 1200x680 through the r
 
 from __future__ import annotations
 
-import numpy as np
 from pydantic import Field, model_validator
 
 from openscene_ray import storage
@@ -25,12 +24,11 @@ from openscene_ray.datasets.layouts import (
     LayoutConfig,
     LayoutScene,
     SceneRef,
-    ViewSpec,
     list_files,
     load_pth_points,
+    numbered_frames_scene,
     register_layout,
 )
-from openscene_ray.scene import SceneError
 
 __all__ = ["ReplicaConfig", "ReplicaLayout"]
 
@@ -68,33 +66,7 @@ class ReplicaLayout(Layout):
 
     def read_scene(self, root: str, ref: SceneRef) -> LayoutScene:
         cfg = self.config
-        xyz, rgb, labels = load_pth_points(ref.source, ref.scene_id)
+        points = load_pth_points(ref.source, ref.scene_id)
         scene_2d = storage.join(root, cfg.images_dir, ref.scene_id)
         step = cfg.frame_stride // cfg.stored_frame_step
-        frames = []
-        for name, uri in list_files(storage.join(scene_2d, "color"), ".jpg").items():
-            index = name[: -len(".jpg")]
-            if not index.isdigit():
-                raise SceneError(ref.scene_id, "views", f"colour image name {name!r} is not a frame index", uri)
-            if int(index) % step == 0:
-                frames.append((int(index), index, uri))
-        fx, fy, cx, cy = cfg.intrinsics
-        k = np.array([[fx, 0, cx], [0, fy, cy], [0, 0, 1]], dtype=np.float64)
-        size = (cfg.image_width, cfg.image_height)
-        specs = [
-            ViewSpec(
-                frame_id=index,
-                color_uri=uri,
-                depth_uri=storage.join(scene_2d, "depth", f"{index}.png"),
-                pose_uri=storage.join(scene_2d, "pose", f"{index}.txt"),
-                intrinsics=k,
-                intrinsics_size=size,
-            )
-            for _, index, uri in sorted(frames)
-        ]
-        views, skipped = self.build_views(ref.scene_id, specs, size)
-        return LayoutScene(
-            ref.scene_id, ref.split, ref.source, xyz, rgb, labels, views, skipped,
-            image_width=cfg.image_width, image_height=cfg.image_height, cut_bound=cfg.cut_bound,
-            depth_scale=cfg.depth_scale, visibility_threshold=cfg.visibility_threshold,
-        )  # fmt: skip
+        return numbered_frames_scene(self, ref, points, scene_2d, lambda n: n % step == 0)

@@ -15,7 +15,6 @@ rescales 577.870605 at 640x480 with the resize formula: 288.9353025; under 2e-6 
 
 from __future__ import annotations
 
-import numpy as np
 from pydantic import Field
 
 from openscene_ray import storage
@@ -24,13 +23,12 @@ from openscene_ray.datasets.layouts import (
     LayoutConfig,
     LayoutScene,
     SceneRef,
-    ViewSpec,
     list_files,
     list_splits,
     load_pth_points,
+    numbered_frames_scene,
     register_layout,
 )
-from openscene_ray.scene import SceneError
 
 __all__ = ["ScanNetConfig", "ScanNetLayout"]
 
@@ -65,37 +63,7 @@ class ScanNetLayout(Layout):
 
     def read_scene(self, root: str, ref: SceneRef) -> LayoutScene:
         cfg = self.config
-        xyz, rgb, labels = load_pth_points(ref.source, ref.scene_id)
+        points = load_pth_points(ref.source, ref.scene_id)
         scene_2d = storage.join(root, cfg.images_dir, ref.scene_id)
-        colors = list_files(storage.join(scene_2d, "color"))
-        if not colors:
-            raise SceneError(ref.scene_id, "views", "no colour images", storage.join(scene_2d, "color"))
         label_files = list_files(storage.join(scene_2d, "label")) if cfg.use_label_maps else {}
-        frames = []
-        for name, uri in colors.items():
-            frame = name.rsplit(".", 1)[0]
-            if not frame.isdigit():
-                raise SceneError(ref.scene_id, "views", f"colour image name {name!r} is not a frame number", uri)
-            if int(frame) % cfg.frame_skip == 0:
-                frames.append((int(frame), frame, uri))
-        fx, fy, cx, cy = cfg.intrinsics
-        k = np.array([[fx, 0, cx], [0, fy, cy], [0, 0, 1]], dtype=np.float64)
-        size = (cfg.image_width, cfg.image_height)
-        specs = [
-            ViewSpec(
-                frame_id=frame,
-                color_uri=uri,
-                depth_uri=storage.join(scene_2d, "depth", f"{frame}.png"),
-                label_uri=label_files.get(f"{frame}.png"),
-                pose_uri=storage.join(scene_2d, "pose", f"{frame}.txt"),
-                intrinsics=k,
-                intrinsics_size=size,
-            )
-            for _, frame, uri in sorted(frames)
-        ]
-        views, skipped = self.build_views(ref.scene_id, specs, size)
-        return LayoutScene(
-            ref.scene_id, ref.split, ref.source, xyz, rgb, labels, views, skipped,
-            image_width=cfg.image_width, image_height=cfg.image_height, cut_bound=cfg.cut_bound,
-            depth_scale=cfg.depth_scale, visibility_threshold=cfg.visibility_threshold,
-        )  # fmt: skip
+        return numbered_frames_scene(self, ref, points, scene_2d, lambda n: n % cfg.frame_skip == 0, label_files)
