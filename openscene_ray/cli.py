@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 
 __all__ = ["COMMANDS", "build_parser", "main"]
@@ -55,6 +56,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Under `uv run`, Ray would start every worker through `uv run` again (and upload the working
+    # directory). The environment is already the locked venv, so workers use its python directly.
+    # Read when Ray is imported, hence set before any stage imports it.
+    os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(
