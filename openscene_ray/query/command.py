@@ -1,0 +1,47 @@
+"""``openscene-ray query``: open-vocabulary text/image queries on a scene (heatmaps) or a database
+of feature shards (top scenes, regions and points)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", action="append", default=[], metavar="YAML",
+                        help="config file (any storage URI); repeat to layer")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config field, e.g. --set search.top_points=50 (repeatable)")
+    parser.add_argument("--text", dest="texts", action="append", default=[], help="text query (repeatable)")
+    parser.add_argument("--image", dest="images", action="append", default=[],
+                        help="image query: a file or URI embedded by the CLIP image tower (repeatable)")
+    parser.add_argument("--template", help="text template, e.g. 'a {} in a scene'")
+    parser.add_argument("--output", help="folder for query.json and heatmaps")
+    parser.add_argument("--scene", help="scene id: per-point heatmaps of this scene")
+    parser.add_argument("--manifest", help="scene manifest URI (points; positions for database results)")
+    parser.add_argument("--source", choices=("fusion", "distill", "ensemble"), help="scene feature source")
+    parser.add_argument("--fusion-output", help="fusion job output root")
+    parser.add_argument("--checkpoint", help="3D checkpoint folder (distill / ensemble sources)")
+    parser.add_argument("--database", help="folder of feature shards (or a fusion output root) to search")
+    parser.add_argument("--top-k", type=int, help="scenes, regions and points to report per query")
+    parser.add_argument("--address", help="Ray address for large database scans")
+
+
+def run(args: argparse.Namespace) -> int:
+    from openscene_ray.config import load_config
+    from openscene_ray.query.api import QueryConfig, run_query
+
+    overrides = list(args.overrides)
+    for key in ("template", "output", "scene", "manifest", "source", "fusion_output", "checkpoint", "database",
+                "address"):  # fmt: skip
+        if getattr(args, key):
+            overrides.append(f"{key}={json.dumps(getattr(args, key))}")
+    for key in ("texts", "images"):
+        if getattr(args, key):
+            overrides.append(f"{key}={json.dumps(getattr(args, key))}")
+    if args.top_k:
+        overrides += [f"search.top_{what}={args.top_k}" for what in ("scenes", "regions", "points")]
+    config = load_config(QueryConfig, args.config, overrides)
+    result = run_query(config)
+    print(json.dumps(result, indent=2))
+    return 0 if not result.get("failed") else 1

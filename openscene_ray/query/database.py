@@ -1,0 +1,284 @@
+"""Search a database of per-point feature shards for text or image queries ("rare object search").
+
+A database is a folder of ``<scene_id>.parquet`` shards with ``point_index`` and a fixed-size-list
+``feature`` column: the fusion job's ``features/`` (a fusion output root is accepted too) or the
+evaluation job's ``point_features/``. Each shard is scanned with pyarrow batch by batch (row
+groups, ``batch_rows`` rows at a time), so memory holds one batch of features plus the per-point
+scores ``[N, Q]`` of one scene; the feature matrices are never collected anywhere. From
+``ray_min_shards`` shards on, the shards are scanned by Ray Data tasks (one shard per task) and
+the driver merges the small per-scene results.
+
+Per query and scene:
+
+* **scene score**: the mean of the scene's ``scene_points`` best point scores (robust to a single
+  stray point, still sensitive to small objects); the maximum is reported too;
+* **points**: the ``top_points`` best points (scene, point index, score, and xyz with a manifest);
+* **regions** (need the manifest for point positions): the points scoring at least the scene's
+  ``region.quantile`` quantile (or the absolute ``region.threshold``) are put on a grid of
+  ``region.voxel`` metres; occupied cells that touch (26-neighbourhood) form one region. A region
+  with at least ``region.min_points`` points is reported with its mean score, size, centroid and
+  bounding box; regions are ranked by mean score.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import posixpath
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+from pydantic import Field
+
+from openscene_ray import storage
+from openscene_ray.config import StrictModel
+
+__all__ = ["RegionSettings", "SearchSettings", "ShardEntry", "cosine_scores", "list_shards", "scan_shard",
+           "search_database", "voxel_components"]  # fmt: skip
+
+log = logging.getLogger(__name__)
+_CHUNK = 65536
+
+
+class RegionSettings(StrictModel):
+    voxel: float = Field(0.1, gt=0, description="connectivity grid (metres)")
+    quantile: float = Field(0.98, ge=0, le=1, description="per-scene score quantile that makes a point 'high'")
+    threshold: float | None = Field(None, description="absolute score threshold instead of the quantile")
+    min_points: int = Field(5, ge=1)
+
+
+class SearchSettings(StrictModel):
+    top_scenes: int = Field(10, ge=1)
+    top_points: int = Field(20, ge=1)
+    top_regions: int = Field(10, ge=0)
+    scene_points: int = Field(32, ge=1, description="best points averaged into the scene score")
+    batch_rows: int = Field(65536, ge=1, description="rows per pyarrow batch while scanning a shard")
+    region: RegionSettings = Field(default_factory=RegionSettings)
+
+
+def cosine_scores(features: np.ndarray, queries: np.ndarray) -> np.ndarray:
+    """float32 ``[M, Q]`` cosines of features (any float dtype, e.g. fp16) to unit query embeddings;
+    a zero feature scores 0. Works in row chunks, so fp16 tables are never copied whole. Each row's
+    score is bit-identical whatever the batching (einsum's loops; BLAS picks other kernels for
+    other matrix shapes), so rankings do not depend on ``batch_rows`` or on Ray."""
+    features = np.asarray(features)
+    queries = np.asarray(queries, np.float32)
+    if features.ndim != 2 or queries.ndim != 2 or features.shape[1] != queries.shape[1]:
+        raise ValueError(f"features [M,C] and queries [Q,C] disagree: {features.shape} vs {queries.shape}")
+    out = np.empty((features.shape[0], queries.shape[0]), np.float32)
+    for start in range(0, features.shape[0], _CHUNK):
+        chunk = features[start : start + _CHUNK].astype(np.float32)
+        norm = np.maximum(np.linalg.norm(chunk, axis=1, keepdims=True), 1e-6)
+        out[start : start + _CHUNK] = np.einsum("ij,kj->ik", chunk / norm, queries)
+    return out
+
+
+@dataclass(frozen=True)
+class ShardEntry:
+    scene_id: str
+    uri: str
+    points_uri: str | None = None
+
+
+def list_shards(database: str, manifest: str | None = None) -> list[ShardEntry]:
+    """The shards of ``database`` (a folder of shards, or a fusion output root with ``features/``),
+    with each scene's points URI when a manifest is given."""
+    uris = storage.glob(storage.join(database, "*.parquet")) or storage.glob(
+        storage.join(database, "features", "*.parquet")
+    )
+    if not uris:
+        raise ValueError(f"no feature shards (*.parquet) in {database} or {storage.join(database, 'features')}")
+    points = {}
+    if manifest is not None:
+        from openscene_ray.datasets.manifest import read_manifest
+
+        points = {r.scene_id: r.points_uri for r in read_manifest(manifest)}
+    entries = []
+    for uri in uris:
+        scene_id = posixpath.basename(uri.replace("\\", "/"))[: -len(".parquet")]
+        entries.append(ShardEntry(scene_id, uri, points.get(scene_id)))
+    return entries
+
+
+def voxel_components(cells: np.ndarray) -> np.ndarray:
+    """Connected-component id per row of ``cells`` (int [V,3] grid cells, duplicates allowed),
+    26-neighbourhood; ids are 0..n-1 in order of first appearance."""
+    cells = np.asarray(cells, np.int64)
+    cells = cells - cells.min(axis=0) + 1  # a margin of one cell: neighbour keys never wrap
+    dims = cells.max(axis=0) + 2
+    keys = (cells[:, 0] * dims[1] + cells[:, 1]) * dims[2] + cells[:, 2]
+    unique, inverse = np.unique(keys, return_inverse=True)
+    label = np.arange(len(unique))
+    src, dst = [], []
+    for dx in (-1, 0, 1):
+        for dy in (-1, 0, 1):
+            for dz in (-1, 0, 1):
+                if (dx, dy, dz) <= (0, 0, 0):
+                    continue  # each neighbour pair once
+                shifted = unique + (dx * dims[1] + dy) * dims[2] + dz
+                pos = np.minimum(np.searchsorted(unique, shifted), len(unique) - 1)
+                hit = unique[pos] == shifted
+                src.append(np.flatnonzero(hit))
+                dst.append(pos[hit])
+    src, dst = np.concatenate(src), np.concatenate(dst)
+    while True:  # min-label propagation with pointer jumping
+        low = np.minimum(label[src], label[dst])
+        new = label.copy()
+        np.minimum.at(new, src, low)
+        np.minimum.at(new, dst, low)
+        new = new[new]
+        if np.array_equal(new, label):
+            break
+        label = new
+    _, first, ids = np.unique(label[inverse], return_index=True, return_inverse=True)
+    order = np.argsort(np.argsort(first))  # renumber by first appearance
+    return order[ids.reshape(-1)]
+
+
+def _regions(xyz: np.ndarray, point_index: np.ndarray, scores: np.ndarray, settings: RegionSettings,
+             limit: int) -> list[dict[str, Any]]:
+    if limit == 0 or scores.size == 0:
+        return []
+    threshold = settings.threshold if settings.threshold is not None else float(np.quantile(scores, settings.quantile))
+    high = np.flatnonzero(scores >= threshold)
+    if high.size < settings.min_points:
+        return []
+    pos = xyz[point_index[high]].astype(np.float64)
+    comp = voxel_components(np.floor(pos / settings.voxel).astype(np.int64))
+    order = np.argsort(comp, kind="stable")
+    regions = []
+    for members in np.split(order, np.flatnonzero(np.diff(comp[order])) + 1):
+        if members.size < settings.min_points:
+            continue
+        s, p = scores[high[members]], pos[members]
+        best = high[members][int(np.argmax(s))]
+        regions.append({
+            "score": float(s.mean()), "max": float(s.max()), "n_points": int(members.size),
+            "best_point": int(point_index[best]), "centroid": p.mean(axis=0).round(4).tolist(),
+            "bbox_min": p.min(axis=0).round(4).tolist(), "bbox_max": p.max(axis=0).round(4).tolist(),
+        })  # fmt: skip
+    regions.sort(key=lambda r: (-r["score"], r["best_point"]))
+    return regions[:limit]
+
+
+def scan_shard(entry: ShardEntry, queries: np.ndarray, settings: SearchSettings) -> dict[str, Any]:
+    """One scene's per-query results (JSON-able); a failure is returned as ``error``."""
+    result: dict[str, Any] = {"scene_id": entry.scene_id, "uri": entry.uri, "n_points": 0, "text_model": None,
+                              "queries": [], "error": ""}  # fmt: skip
+    try:
+        fs, path = storage.filesystem(entry.uri)
+        index_parts, score_parts = [], []
+        with fs.open(path, "rb") as f:
+            shard = pq.ParquetFile(f)
+            meta = shard.schema_arrow.metadata or {}
+            if b"text_model" in meta:
+                result["text_model"] = json.loads(meta[b"text_model"])
+            for batch in shard.iter_batches(batch_size=settings.batch_rows, columns=["point_index", "feature"]):
+                column = batch.column("feature")
+                features = column.flatten().to_numpy(zero_copy_only=False).reshape(len(batch), column.type.list_size)
+                score_parts.append(cosine_scores(features, queries))
+                index_parts.append(batch.column("point_index").to_numpy().astype(np.int64))
+        point_index = np.concatenate(index_parts) if index_parts else np.zeros(0, np.int64)
+        scores = np.concatenate(score_parts) if score_parts else np.zeros((0, len(queries)), np.float32)
+        xyz = None
+        if entry.points_uri is not None:
+            table = storage.read_parquet(entry.points_uri, columns=["x", "y", "z"])
+            xyz = np.stack([table.column(c).to_numpy() for c in ("x", "y", "z")], axis=1)
+        result["n_points"] = int(len(point_index))
+        for q in range(len(queries)):
+            result["queries"].append(_scene_result(entry.scene_id, point_index, scores[:, q], xyz, settings))
+    except Exception as exc:  # noqa: BLE001 - one bad shard is reported, the search goes on
+        result["error"] = f"{entry.scene_id}: {type(exc).__name__}: {exc}"[:2000]
+    return result
+
+
+def _scene_result(scene_id: str, point_index: np.ndarray, scores: np.ndarray, xyz: np.ndarray | None,
+                  settings: SearchSettings) -> dict[str, Any]:
+    if scores.size == 0:
+        return {"score": None, "max": None, "points": [], "regions": []}
+    top = np.lexsort((point_index, -scores))[: settings.top_points]  # ties: lower point index first
+    points = []
+    for i in top:
+        point = {"scene_id": scene_id, "point_index": int(point_index[i]), "score": float(scores[i])}
+        if xyz is not None:
+            point["xyz"] = xyz[point_index[i]].round(4).tolist()
+        points.append(point)
+    m = min(settings.scene_points, scores.size)
+    best = np.partition(scores, scores.size - m)[scores.size - m :]
+    regions = []
+    if xyz is not None:
+        regions = [{"scene_id": scene_id, **r} for r in _regions(xyz, point_index, scores, settings.region,
+                                                                  settings.top_regions)]  # fmt: skip
+    return {"score": float(best.mean()), "max": float(scores.max()), "points": points, "regions": regions}
+
+
+def _scan_batch(batch: dict[str, np.ndarray], queries: np.ndarray, settings: SearchSettings) -> dict[str, list]:
+    """Ray Data task: scan the shards of one batch (one shard with batch_size=1)."""
+    results = []
+    for scene_id, uri, points_uri in zip(batch["scene_id"], batch["uri"], batch["points_uri"]):
+        entry = ShardEntry(str(scene_id), str(uri), str(points_uri) if points_uri else None)
+        results.append(json.dumps(scan_shard(entry, queries, settings)))
+    return {"result": results}
+
+
+def _scan_with_ray(entries: list[ShardEntry], queries: np.ndarray, settings: SearchSettings, scan_cpus: float,
+                   data, address: str | None) -> list[dict[str, Any]]:
+    import ray.data
+
+    from openscene_ray.pipelines.ray_setup import DataContextConfig, configure_data_context, init_ray
+
+    init_ray(address)
+    configure_data_context(data or DataContextConfig())
+    items = [asdict(e) | {"points_uri": e.points_uri or ""} for e in entries]
+    ds = ray.data.from_items(items, override_num_blocks=len(items))
+    ds = ds.map_batches(_scan_batch, fn_kwargs={"queries": queries, "settings": settings}, batch_size=1,
+                        batch_format="numpy", num_cpus=scan_cpus)  # fmt: skip
+    return [json.loads(row["result"]) for row in ds.take_all()]
+
+
+def search_database(database: str, queries: np.ndarray, names: list[str], settings: SearchSettings | None = None, *,
+                    manifest: str | None = None, text=None, ray_min_shards: int = 8, scan_cpus: float = 1.0,
+                    data=None, address: str | None = None) -> dict[str, Any]:
+    """Top scenes, regions and points per query over every shard of ``database``.
+
+    ``queries`` are unit embeddings ``[Q, C]`` named by ``names``; ``text`` (a
+    :class:`~openscene_ray.evaluation.job.TextSpaceConfig`) enables the text-model check.
+    Returns ``{"results": [per query], "scanned", "failed", "warnings"}``.
+    """
+    from openscene_ray.evaluation.job import check_text_model
+
+    settings = settings or SearchSettings()
+    queries = np.asarray(queries, np.float32)
+    if len(names) != len(queries):
+        raise ValueError(f"{len(names)} names for {len(queries)} queries")
+    entries = list_shards(database, manifest)
+    if len(entries) >= ray_min_shards:
+        scanned = _scan_with_ray(entries, queries, settings, scan_cpus, data, address)
+    else:
+        scanned = [scan_shard(e, queries, settings) for e in entries]
+    scanned.sort(key=lambda r: r["scene_id"])
+    failed = {r["scene_id"]: r["error"] for r in scanned if r["error"]}
+    good = [r for r in scanned if not r["error"]]
+    warnings = []
+    if text is not None:
+        for model in sorted({r["text_model"] for r in good if r["text_model"]}):
+            warning = check_text_model(model, text, f"shards of {database}")
+            warnings += [warning] if warning else []
+    results = []
+    for q, name in enumerate(names):
+        per_scene = [(r["scene_id"], r["queries"][q]) for r in good if r["queries"][q]["score"] is not None]
+        per_scene.sort(key=lambda s: (-s[1]["score"], s[0]))
+        points = sorted((p for _, s in per_scene for p in s["points"]),
+                        key=lambda p: (-p["score"], p["scene_id"], p["point_index"]))
+        regions = sorted((g for _, s in per_scene for g in s["regions"]),
+                         key=lambda g: (-g["score"], g["scene_id"], g["best_point"]))  # fmt: skip
+        results.append({
+            "query": name,
+            "scenes": [{"scene_id": sid, "score": s["score"], "max": s["max"]}
+                       for sid, s in per_scene[: settings.top_scenes]],
+            "points": points[: settings.top_points],
+            "regions": regions[: settings.top_regions],
+        })  # fmt: skip
+    return {"database": database, "scanned": len(scanned), "results": results, "failed": failed, "warnings": warnings}
