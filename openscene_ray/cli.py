@@ -24,21 +24,7 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("evaluate", "openscene_ray.evaluation.command", "zero-shot evaluation: fusion / distill / ensemble"),
     ("query", "openscene_ray.query.command", "open-vocabulary queries over scenes and feature databases"),
     ("demo", "openscene_ray.demo", "run every stage end to end on a small synthetic world"),
-    ("benchmark", "openscene_ray.benchmark", "performance benchmarks (fusion, pipeline, distill)"),
 ]
-
-
-def _available_commands() -> list[tuple[str, object, str]]:
-    found = []
-    for name, module_name, help_text in COMMANDS:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name and module_name.startswith(exc.name):
-                continue  # stage not built in this version
-            raise
-        found.append((name, module, help_text))
-    return found
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,7 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name, module, help_text in _available_commands():
+    for name, module_name, help_text in COMMANDS:
+        module = importlib.import_module(module_name)
         p = sub.add_parser(name, help=help_text, description=help_text)
         module.add_arguments(p)
         p.set_defaults(_run=module.run)

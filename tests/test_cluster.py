@@ -554,7 +554,10 @@ def test_rayjob_cluster_spec_is_raycluster_spec(stage):
 def test_rayjob_entrypoint_files_exist(stage):
     entry = _doc(RAYJOB_YAMLS[stage], "RayJob")["spec"]["entrypoint"].split()
     assert (REPO / entry[1]).is_file(), f"{entry[1]} (RayJob entrypoint) is missing"
-    assert (REPO / entry[3]).is_file(), f"{entry[3]} (RayJob config) is missing"
+    configs = [entry[i + 1] for i, word in enumerate(entry) if word == "--config"]
+    assert configs, "the RayJob entrypoint names no config"
+    for config in configs:
+        assert (REPO / config).is_file(), f"{config} (RayJob config) is missing"
 
 
 # ----------------------------------------------------------------------------- 4. scripts

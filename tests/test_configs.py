@@ -40,8 +40,34 @@ def test_fuse_configs(path, profile):
         assert config.resources.gpus_per_actor == 1 and config.resources.max_actors > 1
 
 
+@pytest.mark.parametrize("profile", PROFILES)
+@pytest.mark.parametrize("path", _yaml("distill"), ids=lambda p: p.stem)
+def test_distill_configs(path, profile):
+    from openscene_ray.train.trainer import DistillConfig
+
+    config = load_config(DistillConfig, [str(path), str(CONFIGS / "profiles" / profile / "distill.yaml")])
+    assert config.model.out_channels == 768 and config.text_options["arch"] == "ViT-L-14-336"
+    assert config.voxel_size == (0.05 if "nuscenes" in path.stem else 0.02)
+    assert config.use_gpu == (profile == "cluster")
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+@pytest.mark.parametrize("path", _yaml("evaluate"), ids=lambda p: p.stem)
+def test_evaluate_configs(path, profile):
+    from openscene_ray.evaluation.job import EvaluateConfig
+    from openscene_ray.labels import get_label_set
+
+    config = load_config(EvaluateConfig, [str(path), str(CONFIGS / "profiles" / profile / "evaluate.yaml")])
+    assert config.resolved_modes() == ["fusion", "distill", "ensemble"]
+    label_set = get_label_set(config.text.label_set).name
+    assert path.stem.split("-")[0] in (label_set, label_set.rstrip("0123456789"))  # e.g. matterport40
+
+
 def test_every_dataset_has_configs():
     assert {p.stem for p in _yaml("ingest")} == {"scannet", "matterport", "replica", "nuscenes", "posed-rgbd"}
     stems = {p.stem for p in _yaml("fuse")}
     for dataset in ("scannet", "matterport", "replica", "nuscenes", "custom"):
         assert {f"{dataset}-openseg", f"{dataset}-clip"} <= stems
+    assert {p.stem for p in _yaml("evaluate")} >= {
+        "scannet-openseg", "nuscenes-openseg", *(f"matterport{k}-openseg" for k in (21, 40, 80, 160))
+    }
