@@ -10,6 +10,9 @@ import os
 import secrets
 from pathlib import Path
 
+# As the CLI does: Ray workers use this venv's python directly instead of re-running `uv run`.
+os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
