@@ -28,9 +28,9 @@ SYNTHETIC_VISIBILITY = 0.05  # the synthetic depth is exact (the reference's 0.2
 class DemoConfig(StrictModel):
     output: str = Field("demo-output", description="folder for every stage's outputs and the report")
     seed: int = 0
-    num_scenes: int = Field(6, ge=2, description="rooms; half train, half val")
-    views_per_scene: int = Field(20, ge=1)
-    points_per_scene: int = Field(20_000, ge=100)
+    num_scenes: int = Field(6, ge=4, description="rooms; half train, half val (2+ each for 2 workers)")
+    views_per_scene: int = Field(16, ge=1)
+    points_per_scene: int = Field(12_000, ge=100)
     text_dim: int = Field(64, ge=2, description="dimension of the synthetic text space")
     distill_epochs: int = Field(12, ge=1)
     distill_workers: int = Field(2, ge=0)
