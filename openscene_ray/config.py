@@ -7,6 +7,9 @@ the model's defaults, a YAML file and ``--set`` overrides, and turns validation 
 
 from __future__ import annotations
 
+import argparse
+import json
+from collections.abc import Mapping
 from typing import Any, TypeVar
 
 import yaml
@@ -14,7 +17,15 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from openscene_ray import storage
 
-__all__ = ["ConfigError", "StrictModel", "apply_overrides", "load_config", "dump_config"]
+__all__ = [
+    "ConfigError",
+    "StrictModel",
+    "add_config_arguments",
+    "apply_overrides",
+    "config_from_args",
+    "dump_config",
+    "load_config",
+]
 
 
 class ConfigError(ValueError):
@@ -97,6 +108,29 @@ def load_config(
         return model.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(_format_validation_error(exc, " + ".join(sources))) from None
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, set_example: str) -> None:
+    """Add the ``--config`` (repeatable, layered) and ``--set KEY=VALUE`` options every stage shares."""
+    parser.add_argument("--config", action="append", default=[], metavar="YAML",
+                        help="config file (any storage URI); repeat to layer, e.g. a dataset config "
+                        "then a resource profile")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help=f"override a config field, e.g. --set {set_example} (repeatable)")
+
+
+def config_from_args(
+    model: type[ModelT], args: argparse.Namespace, flags: Mapping[str, Any] | None = None
+) -> ModelT:
+    """Build ``model`` from ``args.config`` files ← ``args.overrides`` (``--set``) ← ``flags``.
+
+    ``flags`` maps config fields to the values of dedicated command-line flags; a value of None
+    means the flag was not given. Values travel as JSON, which YAML reads back unchanged, so paths
+    and URIs with colons or spaces stay strings.
+    """
+    overrides = list(args.overrides)
+    overrides += [f"{key}={json.dumps(value)}" for key, value in (flags or {}).items() if value is not None]
+    return load_config(model, args.config, overrides)
 
 
 def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:

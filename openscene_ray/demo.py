@@ -18,7 +18,7 @@ from typing import Any
 
 from pydantic import Field
 
-from openscene_ray.config import StrictModel, load_config
+from openscene_ray.config import StrictModel, add_config_arguments, config_from_args, load_config
 
 __all__ = ["DemoConfig", "add_arguments", "run", "run_demo"]
 
@@ -216,19 +216,15 @@ def _write_report(summary: dict[str, Any], out: str) -> None:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", action="append", default=[], metavar="YAML", help="demo config file(s)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    add_config_arguments(parser, "num_scenes=4")
     parser.add_argument("--output", help="output folder (default demo-output)")
     parser.add_argument("--openseg", help="OpenSeg SavedModel folder or URI (real 2D model)")
     parser.add_argument("--clip-checkpoint", help="CLIP checkpoint file/URI or open_clip tag (real text side)")
 
 
 def run(args: argparse.Namespace) -> int:
-    overrides = list(args.overrides)
-    for key in ("output", "openseg", "clip_checkpoint"):
-        if getattr(args, key):
-            overrides.append(f"{key}={getattr(args, key)}")
-    summary = run_demo(load_config(DemoConfig, args.config, overrides))
+    flags = {key: getattr(args, key) for key in ("output", "openseg", "clip_checkpoint")}
+    summary = run_demo(config_from_args(DemoConfig, args, flags))
     print()
     print(f"demo finished in {summary['seconds']} s")
     for mode, row in summary["evaluation"]["modes"].items():

@@ -1,7 +1,16 @@
+import argparse
+
 import pytest
 from pydantic import Field
 
-from openscene_ray.config import ConfigError, StrictModel, apply_overrides, load_config
+from openscene_ray.config import (
+    ConfigError,
+    StrictModel,
+    add_config_arguments,
+    apply_overrides,
+    config_from_args,
+    load_config,
+)
 
 
 class Inner(StrictModel):
@@ -39,3 +48,27 @@ def test_override_syntax_errors():
         apply_overrides({}, ["novalue"])
     with pytest.raises(ConfigError, match="'name' is not a section"):
         apply_overrides({"name": "x"}, ["name.sub=1"])
+
+
+def test_command_line_layers_files_then_set_then_flags(tmp_path):
+    base, profile = tmp_path / "base.yaml", tmp_path / "profile.yaml"
+    base.write_text("name: base\nfusion:\n  cut_bound: 5\n  threshold: 0.1\n")
+    profile.write_text("fusion:\n  threshold: 0.3\n")
+    parser = argparse.ArgumentParser()
+    add_config_arguments(parser, "fusion.cut_bound=5")
+    parser.add_argument("--name")
+    parser.add_argument("--tag", dest="tags", action="append")
+
+    args = parser.parse_args(["--config", str(base), "--config", str(profile), "--set", "name=from-set",
+                              "--set", "fusion.cut_bound=7"])
+    cfg = config_from_args(Outer, args, {"name": args.name, "tags": args.tags})
+    assert (cfg.name, cfg.fusion.cut_bound, cfg.fusion.threshold, cfg.tags) == ("from-set", 7, 0.3, [])
+
+    # A dedicated flag beats --set; URIs with colons and spaces stay strings; lists stay lists.
+    args = parser.parse_args(["--config", str(base), "--set", "name=from-set", "--name", "s3://b/x: y",
+                              "--tag", "a", "--tag", "1"])
+    cfg = config_from_args(Outer, args, {"name": args.name, "tags": args.tags})
+    assert (cfg.name, cfg.tags) == ("s3://b/x: y", ["a", "1"])
+
+    with pytest.raises(ConfigError, match=r"field fusion\.cut_bound"):
+        config_from_args(Outer, parser.parse_args(["--set", "fusion.cut_bound=-2"]))

@@ -19,7 +19,7 @@ def _yaml(stage: str) -> list[Path]:
 
 @pytest.mark.parametrize("path", _yaml("ingest"), ids=lambda p: p.stem)
 def test_ingest_configs(path):
-    layout = build_layout(path.stem, config_path=str(path))
+    layout = build_layout(path.stem, config_paths=str(path))
     assert layout.config.cut_bound in (5, 10)
 
 

@@ -16,17 +16,14 @@ _MAX_ERRORS_SHOWN = 20
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from openscene_ray.config import add_config_arguments
     from openscene_ray.datasets.layouts import layout_names
 
     parser.add_argument("--layout", required=True, choices=layout_names(), help="dataset layout")
     parser.add_argument("--root", required=True, help="dataset root (path, file://, s3://, memory://)")
     parser.add_argument("--out", required=True, help="output folder for manifest.parquet and points/")
     parser.add_argument("--split", default=None, help="only this split (layouts with split folders); else a label")
-    parser.add_argument("--config", default=None, help="YAML file with layout options")
-    parser.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-        help="override a layout option, e.g. --set frame_skip=10 (repeatable)",
-    )  # fmt: skip
+    add_config_arguments(parser, "frame_skip=10")
     parser.add_argument("--workers", type=int, default=8, help="scenes read concurrently (I/O threads)")
     parser.add_argument("--strict", action="store_true", help="exit 1 if any scene failed")
 

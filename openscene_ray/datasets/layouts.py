@@ -564,7 +564,9 @@ def get_layout(name: str) -> type[Layout]:
         raise KeyError(f"unknown layout {name!r}; known: {', '.join(layout_names())}") from None
 
 
-def build_layout(name: str, overrides: list[str] | None = None, config_path: str | None = None) -> Layout:
-    """Instantiate layout ``name`` with its config from defaults ← YAML ``config_path`` ← ``overrides``."""
+def build_layout(
+    name: str, overrides: list[str] | None = None, config_paths: str | list[str] | None = None
+) -> Layout:
+    """Instantiate layout ``name`` with its config from defaults ← YAML ``config_paths`` ← ``overrides``."""
     cls = get_layout(name)
-    return cls(load_config(cls.config_model, config_path, overrides))
+    return cls(load_config(cls.config_model, config_paths, overrides))

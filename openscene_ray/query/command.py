@@ -6,14 +6,13 @@ from __future__ import annotations
 import argparse
 import json
 
+from openscene_ray.config import add_config_arguments
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", action="append", default=[], metavar="YAML",
-                        help="config file (any storage URI); repeat to layer")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config field, e.g. --set search.top_points=50 (repeatable)")
-    parser.add_argument("--text", dest="texts", action="append", default=[], help="text query (repeatable)")
-    parser.add_argument("--image", dest="images", action="append", default=[],
+    add_config_arguments(parser, "search.top_points=50")
+    parser.add_argument("--text", dest="texts", action="append", help="text query (repeatable)")
+    parser.add_argument("--image", dest="images", action="append",
                         help="image query: a file or URI embedded by the CLIP image tower (repeatable)")
     parser.add_argument("--template", help="text template, e.g. 'a {} in a scene'")
     parser.add_argument("--output", help="folder for query.json and heatmaps")
@@ -28,20 +27,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from openscene_ray.config import load_config
+    from openscene_ray.config import config_from_args
     from openscene_ray.query.api import QueryConfig, run_query
 
-    overrides = list(args.overrides)
-    for key in ("template", "output", "scene", "manifest", "source", "fusion_output", "checkpoint", "database",
-                "address"):  # fmt: skip
-        if getattr(args, key):
-            overrides.append(f"{key}={json.dumps(getattr(args, key))}")
-    for key in ("texts", "images"):
-        if getattr(args, key):
-            overrides.append(f"{key}={json.dumps(getattr(args, key))}")
-    if args.top_k:
-        overrides += [f"search.top_{what}={args.top_k}" for what in ("scenes", "regions", "points")]
-    config = load_config(QueryConfig, args.config, overrides)
-    result = run_query(config)
+    flags = {key: getattr(args, key) for key in ("texts", "images", "template", "output", "scene", "manifest",
+                                                 "source", "fusion_output", "checkpoint", "database", "address")}
+    flags.update({f"search.top_{what}": args.top_k for what in ("scenes", "regions", "points")})
+    result = run_query(config_from_args(QueryConfig, args, flags))
     print(json.dumps(result, indent=2))
     return 0 if not result.get("failed") else 1

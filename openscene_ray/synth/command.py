@@ -5,20 +5,20 @@ from __future__ import annotations
 import argparse
 import time
 
+from openscene_ray.config import add_config_arguments
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="root URI of the world (local path, s3://, memory://)")
-    parser.add_argument("--config", help="YAML file of SynthConfig fields (any storage URI)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config field, e.g. --set num_scenes=4 (repeatable)")
+    add_config_arguments(parser, "num_scenes=4")
 
 
 def run(args: argparse.Namespace) -> int:
-    from openscene_ray.config import load_config
+    from openscene_ray.config import config_from_args
     from openscene_ray.synth.world import SynthConfig
     from openscene_ray.synth.writer import write_world
 
-    config = load_config(SynthConfig, args.config, args.overrides)
+    config = config_from_args(SynthConfig, args)
     start = time.perf_counter()
     scene_ids = write_world(config, args.out)
     seconds = time.perf_counter() - start
