@@ -417,6 +417,16 @@ class _ProcessMonitor:
         """CPU time the descendants used while watched."""
         return sum(p.get("cpu", 0.0) - p["cpu0"] for p in self.procs.values())
 
+    def cpu_by_title(self, top: int = 8) -> dict[str, float]:
+        """CPU seconds used while watched, summed per process title (the last one a process had)."""
+        totals: dict[str, float] = {}
+        for proc in self.procs.values():
+            ray_titles = sorted(t for t in proc["titles"] if t.startswith("ray::") and not t.endswith("IDLE"))
+            title = ",".join(ray_titles) or os.path.basename(min(proc["titles"], key=len, default="?").split(" ")[0])
+            totals[title] = totals.get(title, 0.0) + proc.get("cpu", 0.0) - proc["cpu0"]
+        ranked = sorted(totals.items(), key=lambda kv: -kv[1])[:top]
+        return {title: round(cpu, 2) for title, cpu in ranked}
+
     def peak(self, match: Callable[[str], bool]) -> dict:
         """Peak memory (MiB) of the largest process of this job whose title ``match`` accepts."""
         procs = [p for p in self.procs.values() if any(map(match, p["titles"])) and not match(p["start_title"])]
@@ -566,6 +576,7 @@ def bench_pipeline(args: argparse.Namespace) -> dict:
     steady_s: dict[int, list[float]] = {n: [] for n in actor_counts}
     baseline_cpu: list[float] = []
     steady_cpu: dict[int, list[float]] = {n: [] for n in actor_counts}
+    cpu_by_title: dict[int, dict[str, float]] = {}
     actor_mem: dict[int, dict] = {}
     loader_mem: dict[int, dict] = {}
     cold: dict = {}
@@ -598,6 +609,7 @@ def bench_pipeline(args: argparse.Namespace) -> dict:
                     raise RuntimeError(f"the Ray job did not fuse every scene: {summary.as_dict()}")
                 # All CPU the job used: Ray's processes plus this driver (less the monitor thread).
                 steady_cpu[n].append(monitor.cpu_seconds() + driver_cpu - monitor.monitor_cpu_s)
+                cpu_by_title.setdefault(n, {"driver": round(driver_cpu, 2), **monitor.cpu_by_title()})
                 actor_mem.setdefault(n, monitor.peak(lambda t: "FuseActor" in t))
                 loader_mem.setdefault(n, monitor.peak(lambda t: "load_scene_row" in t and "FuseActor" not in t))
 
@@ -659,6 +671,7 @@ def bench_pipeline(args: argparse.Namespace) -> dict:
             "scenes_per_min": round(60 * len(records) / seconds, 1),
             "cpu_s": round(statistics.median(steady_cpu[n]), 2),
             "cpu_ratio": round(statistics.median(steady_cpu[n]) / statistics.median(baseline_cpu), 3),
+            "cpu_s_by_process": cpu_by_title[n],
             "loader_fused_into_actor": "load_scene_row" in actor_mem[n].get("title", ""),
             "actor_memory": actor_mem[n],
             "loader_memory": loader_mem[n],

@@ -244,3 +244,26 @@ def test_manifest_read_back_through_ray_rows(ray_session, synthetic_world):
 
     rows = ray.data.read_parquet(synthetic_world.manifest).take_all()
     assert [SceneRecord.from_row(r) for r in rows] == read_manifest(synthetic_world.manifest)
+
+
+@pytest.mark.parametrize("datasource_v2", [False, True])
+def test_plan_fuses_exactly_the_todo_scenes_with_either_parquet_reader(
+    ray_session, synthetic_world, tmp_path, datasource_v2
+):
+    """The DataContext config selects Ray's Parquet read path; both plans fuse just the scenes to do."""
+    import ray.data
+
+    from openscene_ray.pipelines.fuse import build_dataset
+    from openscene_ray.pipelines.ray_setup import DataContextConfig, configure_data_context
+
+    previous = ray.data.DataContext.get_current().use_datasource_v2
+    try:
+        assert configure_data_context(DataContextConfig(parquet_datasource_v2=datasource_v2)).use_datasource_v2 is (
+            datasource_v2
+        )
+        todo = read_manifest(synthetic_world.manifest)[1:3]
+        rows = build_dataset(_config(synthetic_world.manifest, str(tmp_path)), todo, "run").take_all()
+    finally:
+        ray.data.DataContext.get_current().use_datasource_v2 = previous
+    assert sorted((r["scene_id"], r["status"]) for r in rows) == [(r.scene_id, "done") for r in todo]
+    assert sorted(os.listdir(tmp_path / "features")) == [f"{r.scene_id}.parquet" for r in todo]

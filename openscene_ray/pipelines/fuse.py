@@ -296,12 +296,13 @@ class FuseSummary:
 def build_dataset(config: FuseConfig, todo: list[SceneRecord], run_id: str):
     """The lazy Ray Data plan for ``todo`` (see the module docstring)."""
     import ray.data
+    from ray.data.expressions import col
 
     fs, manifest_path = storage.to_pyarrow_filesystem(config.manifest)
     wanted = {r.scene_id for r in todo}
     res = config.resources
     ds = ray.data.read_parquet(manifest_path, filesystem=fs)
-    ds = ds.filter(lambda row: row["scene_id"] in wanted)
+    ds = ds.filter(expr=col("scene_id").is_in(sorted(wanted)))
     ds = ds.repartition(len(todo))  # one scene per block: scenes load and fuse independently
     ds = ds.map(
         load_scene_row,

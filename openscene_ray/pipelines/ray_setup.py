@@ -25,6 +25,11 @@ class DataContextConfig(StrictModel):
     progress_bars: bool | None = Field(None, description="None: on, except under CI")
     max_errored_blocks: int = 0
     target_max_block_size_mb: int | None = None
+    parquet_datasource_v2: bool = Field(
+        False,
+        description="Ray 2.57+'s default Parquet reader starts FooterReader actors for every read; for "
+        "the one-file manifests here that cost 9 CPU-s per job on 2 cores (jobs/benchmark.py pipeline)",
+    )
 
 
 class ResourcesConfig(StrictModel):
@@ -52,6 +57,7 @@ def configure_data_context(config: DataContextConfig):
     ctx.enable_progress_bars = progress
     ctx.enable_operator_progress_bars = progress
     ctx.max_errored_blocks = config.max_errored_blocks
+    ctx.use_datasource_v2 = config.parquet_datasource_v2
     if config.target_max_block_size_mb is not None:
         ctx.target_max_block_size = config.target_max_block_size_mb * 1024 * 1024
     return ctx
