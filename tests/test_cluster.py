@@ -414,7 +414,6 @@ def test_aws_ray_up_bootstrap_offline_with_moto(tmp_path, monkeypatch):
                 obj.cache_clear()
 
     config = _aws_config()
-    region = config["provider"]["region"]
     # Ray lists every EC2 instance type to detect node resources (~1000 through moto: slow);
     # ask for the ones this config uses. Same data (moto ships AWS's instance-type catalogue).
     wanted = sorted({t["node_config"]["InstanceType"] for t in config["available_node_types"].values()})

@@ -21,7 +21,6 @@ from openscene_ray.features import read_features, shard_uri
 from openscene_ray.fusion.core import fuse_views
 from openscene_ray.labels import get_label_set
 from openscene_ray.pipelines.fuse import (
-    ExtractorConfig,
     FuseConfig,
     FusionSettings,
     fusion_params,

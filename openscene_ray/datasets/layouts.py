@@ -56,7 +56,7 @@ __all__ = [
     "validated_points",
     "read_matrix",
     "list_files",
-    "list_splits",
+    "list_split_scenes",
     "parallel_map",
     "basename",
     "normalize_root",
@@ -519,11 +519,19 @@ def numbered_frames_scene(
     )  # fmt: skip
 
 
-def list_splits(points_root: str, split: str | None) -> list[str]:
-    """The split folders to scan: ``[split]`` if given, else every child folder name."""
+def list_split_scenes(points_root: str, split: str | None, suffix: str = ".pth") -> list[SceneRef]:
+    """One scene per ``<points_root>/<split>/<scene_id><suffix>`` file, for ``split`` if given, else for
+    every split folder; sorted by scene id and split."""
     if split:
-        return [split]
-    return sorted(basename(u) for u in storage.listdir(points_root) if not basename(u).startswith("."))
+        splits = [split]
+    else:
+        splits = sorted(basename(u) for u in storage.listdir(points_root) if not basename(u).startswith("."))
+    refs = [
+        SceneRef(name[: -len(suffix)], split_name, uri)
+        for split_name in splits
+        for name, uri in list_files(storage.join(points_root, split_name), suffix).items()
+    ]
+    return sorted(refs, key=lambda r: (r.scene_id, r.split))
 
 
 # ---- registry -------------------------------------------------------------------------------

@@ -36,8 +36,7 @@ from openscene_ray.datasets.layouts import (
     SceneRef,
     ViewSpec,
     basename,
-    list_files,
-    list_splits,
+    list_split_scenes,
     load_pth_points,
     register_layout,
     validated_points,
@@ -66,12 +65,7 @@ class NuScenesLayout(Layout):
     config: NuScenesConfig
 
     def list_scenes(self, root: str, split: str | None = None) -> list[SceneRef]:
-        points_root = storage.join(root, self.config.points_dir)
-        refs = []
-        for split_name in list_splits(points_root, split):
-            for name, uri in list_files(storage.join(points_root, split_name), ".pth").items():
-                refs.append(SceneRef(name[: -len(".pth")], split_name, uri))
-        return sorted(refs, key=lambda r: (r.scene_id, r.split))
+        return list_split_scenes(storage.join(root, self.config.points_dir), split)
 
     def read_scene(self, root: str, ref: SceneRef) -> LayoutScene:
         cfg = self.config

@@ -24,7 +24,7 @@ from openscene_ray.datasets.layouts import (
     LayoutScene,
     SceneRef,
     list_files,
-    list_splits,
+    list_split_scenes,
     load_pth_points,
     numbered_frames_scene,
     register_layout,
@@ -54,12 +54,7 @@ class ScanNetLayout(Layout):
     config: ScanNetConfig
 
     def list_scenes(self, root: str, split: str | None = None) -> list[SceneRef]:
-        points_root = storage.join(root, self.config.points_dir)
-        refs = []
-        for split_name in list_splits(points_root, split):
-            for name, uri in list_files(storage.join(points_root, split_name), self.config.points_suffix).items():
-                refs.append(SceneRef(name[: -len(self.config.points_suffix)], split_name, uri))
-        return sorted(refs, key=lambda r: (r.scene_id, r.split))
+        return list_split_scenes(storage.join(root, self.config.points_dir), split, self.config.points_suffix)
 
     def read_scene(self, root: str, ref: SceneRef) -> LayoutScene:
         cfg = self.config

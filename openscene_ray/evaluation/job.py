@@ -46,7 +46,7 @@ from openscene_ray import __version__, storage
 from openscene_ray.config import StrictModel
 from openscene_ray.datasets.manifest import SceneRecord, load_points, read_manifest
 from openscene_ray.labels import get_label_set
-from openscene_ray.pipelines.ray_setup import DataContextConfig, ResourcesConfig
+from openscene_ray.pipelines.ray_setup import DataContextConfig, ResourcesConfig, actor_pool_options, scene_blocks
 
 __all__ = [
     "ROW_SCHEMA",
@@ -465,23 +465,13 @@ def _checkpoint_text_model(uri: str) -> str:
 
 def build_dataset(config: EvaluateConfig, scenes: list[SceneRecord]):
     """The lazy Ray Data plan (see the module docstring)."""
-    import ray.data
-
-    fs, path = storage.to_pyarrow_filesystem(config.manifest)
-    wanted = {r.scene_id for r in scenes}
-    res = config.resources
-    ds = ray.data.read_parquet(path, filesystem=fs).select_columns(["scene_id", "points_uri", "num_points"])
-    ds = ds.filter(lambda row: row["scene_id"] in wanted)
-    ds = ds.repartition(len(scenes))  # one scene per block: scenes are scored independently
+    ds = scene_blocks(config.manifest, [r.scene_id for r in scenes], ["scene_id", "points_uri", "num_points"])
     return ds.map_batches(
         EvalActor,
-        fn_constructor_kwargs={"config": config, "use_gpu": res.gpus_per_actor > 0},
+        fn_constructor_kwargs={"config": config, "use_gpu": config.resources.gpus_per_actor > 0},
         batch_size=1,
         batch_format="numpy",
-        compute=ray.data.ActorPoolStrategy(min_size=res.min_actors, max_size=max(res.min_actors, res.max_actors)),
-        num_gpus=res.gpus_per_actor,
-        num_cpus=res.cpus_per_actor,
-        memory=int(res.memory_per_actor_gb * 1024**3) if res.memory_per_actor_gb else None,
+        **actor_pool_options(config.resources),
     )
 
 

@@ -30,7 +30,7 @@ from openscene_ray import storage
 from openscene_ray.config import StrictModel
 from openscene_ray.datasets.manifest import SceneRecord, load_points, load_view, read_manifest
 from openscene_ray.features import read_metadata, shard_uri, write_features
-from openscene_ray.pipelines.ray_setup import DataContextConfig, ResourcesConfig
+from openscene_ray.pipelines.ray_setup import DataContextConfig, ResourcesConfig, actor_pool_options, scene_blocks
 from openscene_ray.scene import Scene, SceneError
 
 __all__ = [
@@ -38,7 +38,7 @@ __all__ = [
     "FuseConfig",
     "FuseSummary",
     "FusionSettings",
-    "INDEX_SCHEMA",
+    "INDEX_COLUMNS",
     "fuse_scene",
     "load_scene_for_fusion",
     "plan_scenes",
@@ -296,15 +296,9 @@ class FuseSummary:
 def build_dataset(config: FuseConfig, todo: list[SceneRecord], run_id: str):
     """The lazy Ray Data plan for ``todo`` (see the module docstring)."""
     import ray.data
-    from ray.data.expressions import col
 
-    fs, manifest_path = storage.to_pyarrow_filesystem(config.manifest)
-    wanted = {r.scene_id for r in todo}
     res = config.resources
-    ds = ray.data.read_parquet(manifest_path, filesystem=fs)
-    ds = ds.filter(expr=col("scene_id").is_in(sorted(wanted)))
-    ds = ds.repartition(len(todo))  # one scene per block: scenes load and fuse independently
-    ds = ds.map(
+    ds = scene_blocks(config.manifest, [r.scene_id for r in todo]).map(
         load_scene_row,
         fn_kwargs={"run_id": run_id},
         num_cpus=res.loader_cpus,
@@ -320,10 +314,7 @@ def build_dataset(config: FuseConfig, todo: list[SceneRecord], run_id: str):
         },
         batch_size=1,
         batch_format="numpy",
-        compute=ray.data.ActorPoolStrategy(min_size=res.min_actors, max_size=max(res.min_actors, res.max_actors)),
-        num_gpus=res.gpus_per_actor,
-        num_cpus=res.cpus_per_actor,
-        memory=int(res.memory_per_actor_gb * 1024**3) if res.memory_per_actor_gb else None,
+        **actor_pool_options(res),
     )
 
 

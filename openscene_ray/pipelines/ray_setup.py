@@ -9,7 +9,14 @@ from pydantic import Field
 
 from openscene_ray.config import StrictModel
 
-__all__ = ["DataContextConfig", "ResourcesConfig", "configure_data_context", "init_ray"]
+__all__ = [
+    "DataContextConfig",
+    "ResourcesConfig",
+    "actor_pool_options",
+    "configure_data_context",
+    "init_ray",
+    "scene_blocks",
+]
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +49,33 @@ class ResourcesConfig(StrictModel):
     memory_per_actor_gb: float | None = Field(None, gt=0)
     loader_cpus: float = Field(0.5, gt=0, description="CPUs per scene-loading task")
     loader_concurrency: int | None = Field(None, ge=1, description="cap on concurrent loading tasks")
+
+
+def actor_pool_options(resources: ResourcesConfig) -> dict:
+    """``map_batches`` keyword arguments for an actor pool sized and resourced by ``resources``."""
+    import ray.data
+
+    return {
+        "compute": ray.data.ActorPoolStrategy(
+            min_size=resources.min_actors, max_size=max(resources.min_actors, resources.max_actors)
+        ),
+        "num_gpus": resources.gpus_per_actor,
+        "num_cpus": resources.cpus_per_actor,
+        "memory": int(resources.memory_per_actor_gb * 1024**3) if resources.memory_per_actor_gb else None,
+    }
+
+
+def scene_blocks(manifest: str, scene_ids: list[str], columns: list[str] | None = None):
+    """The manifest rows of ``scene_ids`` (``read_parquet``) as a Ray Dataset with one scene per block,
+    so that scenes load and run independently."""
+    import ray.data
+    from ray.data.expressions import col
+
+    from openscene_ray import storage
+
+    fs, path = storage.to_pyarrow_filesystem(manifest)
+    ds = ray.data.read_parquet(path, filesystem=fs, columns=columns)
+    return ds.filter(expr=col("scene_id").is_in(sorted(scene_ids))).repartition(len(scene_ids))
 
 
 def configure_data_context(config: DataContextConfig):

@@ -732,7 +732,6 @@ class _Layout:
                 continue
             along = self.rng.uniform(model.width / 2 + 0.05, length - model.width / 2 - 0.05)
             x, y, yaw = self.wall_frame(wall, along, model.depth / 2)
-            rect = self._footprint(model, x, y, yaw)
             cx, cy, _ = self.wall_frame(wall, along, (model.depth + front_clearance) / 2)
             check = self._footprint(replace(model, depth=model.depth + front_clearance), cx, cy, yaw)
             span = (along - model.width / 2, along + model.width / 2, 0.0, model.height)
