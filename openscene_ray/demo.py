@@ -195,15 +195,13 @@ def _write_report(summary: dict[str, Any], out: str) -> None:
             "OpenScene's accuracy. Run `openscene-ray demo --openseg <SavedModel> --clip-checkpoint",
             "<file>` to use the real models.",
             "",
+            "How to read them: *fusion* is near-perfect because the oracle's 2D maps are exact; its mAcc",
+            "is lower because points that no view saw count as wrong (as in the reference). *distill* is",
+            f"a MinkUNet18A after {len(summary['distill']['history'])} short epochs on a few rooms",
+            "on CPU: it has learned the large surfaces (walls, floors), not yet the objects, which takes",
+            "thousands of steps. *ensemble* takes the 2D feature where it is more confident.",
+            "",
         ]
-    lines += [
-        "How to read them: *fusion* is near-perfect because the oracle's 2D maps are exact; its mAcc",
-        "is lower because points that no view saw count as wrong (as in the reference). *distill* is",
-        f"a MinkUNet18A after {len(summary['distill']['history'])} short epochs on a few rooms",
-        "on CPU: it has learned the large surfaces (walls, floors), not yet the objects, which takes",
-        "thousands of steps. *ensemble* takes the 2D feature where it is more confident.",
-        "",
-    ]
     lines += ["## Zero-shot segmentation (val rooms)", "", "| mode | mIoU | mAcc | points |", "|---|---|---|---|"]
     for mode, row in summary["evaluation"]["modes"].items():
         lines.append(f"| {mode} | {100 * (row['miou'] or 0):.1f} | {100 * (row['macc'] or 0):.1f} | {row['num_points']} |")
@@ -248,7 +246,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"  {mode:9s} mIoU {100 * (row['miou'] or 0):5.1f}  mAcc {100 * (row['macc'] or 0):5.1f}")
     for q in summary["queries"]:
         top = q["top_scenes"][0]["scene_id"] if q["top_scenes"] else "-"
-        truth = f" (in the ground truth: {', '.join(q['scenes_with_class']) or 'none'})" if "scenes_with_class" in q else ""
+        truth = ""
+        if "scenes_with_class" in q:
+            truth = f" (in the ground truth: {', '.join(q['scenes_with_class']) or 'none'})"
         print(f"  query 'a {q['query']} in a scene': best scene {top}{truth}")
     print(f"report:  {summary['report']}")
     print(f"outputs: {summary['output']}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from openscene_ray.config import add_config_arguments
+from openscene_ray.config import add_config_arguments, config_from_args
 
 ALL_SPLITS = "all"
 
@@ -24,7 +24,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from openscene_ray.config import config_from_args
     from openscene_ray.evaluation.job import EvaluateConfig, run_evaluate
 
     flags = {key: getattr(args, key) for key in ("manifest", "output", "fusion_output", "checkpoint", "address",

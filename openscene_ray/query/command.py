@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from openscene_ray.config import add_config_arguments
+from openscene_ray.config import add_config_arguments, config_from_args
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -27,7 +27,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from openscene_ray.config import config_from_args
     from openscene_ray.query.api import QueryConfig, run_query
 
     flags = {key: getattr(args, key) for key in ("texts", "images", "template", "output", "scene", "manifest",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from openscene_ray.config import add_config_arguments
+from openscene_ray.config import add_config_arguments, config_from_args
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -14,7 +14,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from openscene_ray.config import config_from_args
     from openscene_ray.synth.world import SynthConfig
     from openscene_ray.synth.writer import write_world
 
