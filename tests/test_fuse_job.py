@@ -199,6 +199,20 @@ def _write_job_config(tmp_path, manifest, output) -> str:
 
 
 @pytest.mark.slow
+def _settled_shards(features, quiet_s: float = 3.0, limit_s: float = 60.0) -> list[str]:
+    """The shard names once none has appeared for ``quiet_s``: a Ray worker outside the killed
+    process group may still finish (atomically) the scene it was writing."""
+    names, changed, start = None, time.time(), time.time()
+    while time.time() - start < limit_s:
+        now = sorted(f.name for f in features.iterdir() if f.suffix == ".parquet")
+        if now != names:
+            names, changed = now, time.time()
+        elif time.time() - changed >= quiet_s:
+            break
+        time.sleep(0.2)
+    return names
+
+
 def test_resume_after_killed_driver_gives_exactly_the_rest(synthetic_world, tmp_path):
     """Kill the driver (its whole process group, local Ray included) after the first scene, rerun:
     the rerun fuses exactly the missing scenes and the final outputs equal a clean run's."""
@@ -216,7 +230,7 @@ def test_resume_after_killed_driver_gives_exactly_the_rest(synthetic_world, tmp_
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    first = sorted(f.name for f in features.iterdir() if f.suffix == ".parquet")
+    first = _settled_shards(features)
     all_ids = sorted(r.scene_id for r in synthetic_world.records)
     assert 1 <= len(first) < len(all_ids), first
     before = {name: (features / name).read_bytes() for name in first}
