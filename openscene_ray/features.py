@@ -9,9 +9,10 @@ Schema (plain Arrow types, readable by pyarrow, DuckDB and pandas):
 | feature | fixed_size_list<float16>[C] | mean 2D feature over the views that saw the point |
 | n_views | uint16 | number of views that saw the point |
 
-Only seen points have rows. File-level metadata (:data:`METADATA_KEYS`) records the extractor,
-feature dim, text model, fusion parameters, point counts and code version; a file is complete
-exactly when it exists (writes are atomic) and its metadata matches the run.
+Only seen points have rows. File-level metadata (:data:`METADATA_KEYS`) records the digest of
+the scene's manifest row, the extractor, feature dim, text model, fusion parameters, point counts
+and code version; a file is complete exactly when it exists (writes are atomic) and its metadata
+matches the run.
 """
 
 from __future__ import annotations
@@ -26,7 +27,17 @@ from openscene_ray import __version__, storage
 
 __all__ = ["FeatureShard", "METADATA_KEYS", "feature_table", "read_features", "shard_uri", "write_features"]
 
-METADATA_KEYS = ("scene_id", "extractor", "feature_dim", "text_model", "fusion", "n_points", "n_seen", "code_version")
+METADATA_KEYS = (
+    "scene_id",
+    "scene_digest",
+    "extractor",
+    "feature_dim",
+    "text_model",
+    "fusion",
+    "n_points",
+    "n_seen",
+    "code_version",
+)
 ROW_GROUP_ROWS = 1 << 20  # one row group for any realistic scene: a scene reads back in one go
 
 

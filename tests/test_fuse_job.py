@@ -280,3 +280,28 @@ def test_plan_fuses_exactly_the_todo_scenes_with_either_parquet_reader(
         ray.data.DataContext.get_current().use_datasource_v2 = previous
     assert sorted((r["scene_id"], r["status"]) for r in rows) == [(r.scene_id, "done") for r in todo]
     assert sorted(os.listdir(tmp_path / "features")) == [f"{r.scene_id}.parquet" for r in todo]
+
+
+def test_a_shard_is_complete_only_for_the_same_row_extractor_and_fusion_parameters(synthetic_world, tmp_path):
+    """Resume skips a scene only when its shard came from the same manifest row, extractor and
+    output-affecting fusion parameters; batching does not matter."""
+    from openscene_ray.pipelines.fuse import ExtractorConfig, fuse_scene, plan_scenes
+
+    record = synthetic_world.records[0]
+    config = _config(synthetic_world.manifest, str(tmp_path))
+    scene = load_scene_for_fusion(record)
+    fuse_scene(record, scene.xyz, scene.views, build_extractor("label-oracle", **ORACLE),
+               ExtractorConfig(name="label-oracle", options=ORACLE), FusionSettings(), str(tmp_path), "run")  # fmt: skip
+
+    def skipped(config, rec=record) -> bool:
+        return plan_scenes(config, [rec])[1] == [rec.scene_id]
+
+    assert skipped(config)
+    assert skipped(load_config(FuseConfig, base=config.model_dump() | {"fusion": {"views_per_batch": 3}}))
+    assert not skipped(load_config(FuseConfig, base=config.model_dump() | {"fusion": {"visibility_threshold": 0.2}}))
+    assert not skipped(load_config(FuseConfig, base=config.model_dump() | {"fusion": {"depth_test": False}}))
+    other_options = dict(ORACLE, noise=0.1)
+    assert not skipped(load_config(FuseConfig, base=config.model_dump() | {
+        "extractor": {"name": "label-oracle", "options": other_options}}))  # fmt: skip
+    assert not skipped(config, dataclasses.replace(record, views=record.views[:-1]))  # re-ingested with fewer views
+    assert plan_scenes(load_config(FuseConfig, base=config.model_dump() | {"overwrite": True}), [record])[1] == []

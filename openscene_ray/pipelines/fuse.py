@@ -16,6 +16,7 @@ retried tasks never duplicate anything. A bad scene becomes an index row with it
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
@@ -101,6 +102,18 @@ def load_scene_for_fusion(record: SceneRecord) -> Scene:
     return Scene.create(record.scene_id, xyz, rgb, labels, views, source=record.points_uri)
 
 
+def scene_digest(record: SceneRecord) -> str:
+    """A fingerprint of the scene's manifest row (points URI and count, views, poses, intrinsics,
+    thresholds): a shard fused from another version of the row is not complete for this one."""
+    return hashlib.sha256(json.dumps(record.to_row(), sort_keys=True).encode()).hexdigest()
+
+
+def _output_affecting(params) -> dict[str, Any]:
+    """The fusion parameters that change the fused features (batching does not)."""
+    return {"cut_bound": params.cut_bound, "visibility_threshold": params.visibility_threshold,
+            "depth_test": params.depth_test}  # fmt: skip
+
+
 def fusion_params(record: SceneRecord, settings: FusionSettings):
     from openscene_ray.fusion.core import FusionParams
 
@@ -135,12 +148,8 @@ def fuse_scene(
         "extractor": extractor_config.model_dump(mode="json"),
         "feature_dim": int(extractor.feature_dim),
         "text_model": extractor.text_model,
-        "fusion": {
-            "cut_bound": params.cut_bound,
-            "visibility_threshold": params.visibility_threshold,
-            "depth_test": params.depth_test,
-            "views_per_batch": params.views_per_batch,
-        },
+        "fusion": _output_affecting(params) | {"views_per_batch": params.views_per_batch},
+        "scene_digest": scene_digest(record),
         "n_points": int(xyz.shape[0]),
         "n_seen": int(point_index.size),
     }
@@ -164,9 +173,11 @@ def fuse_scene(
     )
 
 
-def shard_is_complete(record: SceneRecord, output: str, extractor: ExtractorConfig) -> bool:
-    """True when the scene's shard exists and was written for this scene, point count and extractor
-    (name and options)."""
+def shard_is_complete(
+    record: SceneRecord, output: str, extractor: ExtractorConfig, settings: FusionSettings
+) -> bool:
+    """True when the scene's shard exists and was written from this manifest row (same digest),
+    with this extractor (name and options) and the same output-affecting fusion parameters."""
     uri = shard_uri(output, record.scene_id)
     if not storage.exists(uri):
         return False
@@ -176,8 +187,11 @@ def shard_is_complete(record: SceneRecord, output: str, extractor: ExtractorConf
         return False
     return (
         meta.get("scene_id") == record.scene_id
+        and meta.get("scene_digest") == scene_digest(record)
         and meta.get("n_points") == record.num_points
         and meta.get("extractor") == extractor.model_dump(mode="json")
+        and {k: (meta.get("fusion") or {}).get(k) for k in ("cut_bound", "visibility_threshold", "depth_test")}
+        == _output_affecting(fusion_params(record, settings))
     )
 
 
@@ -193,7 +207,7 @@ def plan_scenes(config: FuseConfig, records: list[SceneRecord]) -> tuple[list[Sc
         return records, []
     todo, skipped = [], []
     for record in records:
-        if shard_is_complete(record, config.output, config.extractor):
+        if shard_is_complete(record, config.output, config.extractor, config.fusion):
             skipped.append(record.scene_id)
         else:
             todo.append(record)
