@@ -23,7 +23,7 @@ def test_demo_runs_every_stage_and_writes_the_report(ray_session, tmp_path, caps
     assert all(0 <= row["miou"] <= 1 and row["num_points"] == 2 * 3000 for row in modes.values())
     assert summary["fusion"]["done"] == 4 and summary["fusion"]["failed"] == 0
     assert len(summary["distill"]["history"]) == 2
-    assert [s for s in summary["stage_seconds"]] == [
+    assert list(summary["stage_seconds"]) == [
         "synthesising the world", "ingesting (scannet layout)", "fusing 2D features with label-oracle on a local Ray",
         "distilling MinkUNet18A with Ray Train (2 CPU workers)", "evaluating fusion / distill / ensemble",
         "answering open-vocabulary queries"]  # fmt: skip

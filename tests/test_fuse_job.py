@@ -271,9 +271,8 @@ def test_plan_fuses_exactly_the_todo_scenes_with_either_parquet_reader(
 
     previous = ray.data.DataContext.get_current().use_datasource_v2
     try:
-        assert configure_data_context(DataContextConfig(parquet_datasource_v2=datasource_v2)).use_datasource_v2 is (
-            datasource_v2
-        )
+        ctx = configure_data_context(DataContextConfig(parquet_datasource_v2=datasource_v2))
+        assert ctx.use_datasource_v2 is datasource_v2
         todo = read_manifest(synthetic_world.manifest)[1:3]
         rows = build_dataset(_config(synthetic_world.manifest, str(tmp_path)), todo, "run").take_all()
     finally:
