@@ -89,7 +89,17 @@ class FeatureShard:
     metadata: dict[str, object]
 
     def dense(self, num_points: int) -> tuple[np.ndarray, np.ndarray]:
-        """``(features [N, C] float16 with zeros for unseen points, mask bool [N])``."""
+        """``(features [N, C] float16 with zeros for unseen points, mask bool [N])``.
+
+        Raises ValueError when the shard was fused for another number of points (a stale shard,
+        or a manifest re-ingested since fusion).
+        """
+        fused_for = self.metadata.get("n_points")
+        if fused_for is not None and fused_for != num_points:
+            raise ValueError(
+                f"{self.scene_id}: the feature shard was fused for {fused_for} points, the scene has "
+                f"{num_points}; re-run fusion for this manifest"
+            )
         out = np.zeros((num_points, self.features.shape[1]), np.float16)
         out[self.point_index] = self.features
         mask = np.zeros(num_points, bool)
@@ -99,13 +109,17 @@ class FeatureShard:
 
 def read_metadata(uri: str) -> dict[str, object]:
     """The shard's metadata without reading its data (footer only)."""
-    raw = storage.read_parquet_metadata(uri)
+    return _known_metadata(storage.read_parquet_metadata(uri))
+
+
+def _known_metadata(raw: dict[str, str | bytes]) -> dict[str, object]:
+    """The JSON-decoded values of the :data:`METADATA_KEYS` in a file's key/value metadata."""
     return {k: json.loads(v) for k, v in raw.items() if k in METADATA_KEYS}
 
 
 def read_features(uri: str) -> FeatureShard:
     table = storage.read_parquet(uri)
-    metadata = {k.decode(): json.loads(v) for k, v in (table.schema.metadata or {}).items() if k.decode() in METADATA_KEYS}
+    metadata = _known_metadata({k.decode(): v for k, v in (table.schema.metadata or {}).items()})
     column = table.column("feature").combine_chunks()
     dim = column.type.list_size
     features = column.flatten().to_numpy(zero_copy_only=False).astype(np.float16, copy=False).reshape(-1, dim)

@@ -235,10 +235,6 @@ class EvalActor:
         from openscene_ray.features import read_features, shard_uri
 
         shard = read_features(shard_uri(self.config.fusion_output, scene_id))
-        if shard.metadata.get("n_points") not in (None, n):
-            raise ValueError(
-                f"{scene_id}: the fusion shard was made for {shard.metadata['n_points']} points, the scene has {n}"
-            )
         warning = check_text_model(shard.metadata.get("text_model"), self.config.text, "the fusion shards")
         f2d, has2d = shard.dense(n)
         return f2d, has2d, warning

@@ -6,9 +6,10 @@ width)`` returns a float tensor ``[B, height, width, C]`` on the extractor's dev
 colour image (and, for the synthetic ``label-oracle``, the ground-truth label map).
 
 Extractors are built from a name plus keyword options with :func:`build_extractor`; each module
-registers its factory with :func:`register_extractor`. A name of the form ``package.module:factory``
-loads a user's own extractor without registering it (the module must be importable on the workers). Heavy frameworks (TensorFlow, open_clip)
-are imported inside the factories, never at import time of this package.
+registers its factory with :func:`register_extractor`. A name of the form
+``package.module:factory`` loads a user's own extractor without registering it (the module must
+be importable on the workers). Heavy frameworks (TensorFlow, open_clip) are imported inside the
+factories, never at import time of this package.
 """
 
 from __future__ import annotations

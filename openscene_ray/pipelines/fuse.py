@@ -31,7 +31,14 @@ from openscene_ray import storage
 from openscene_ray.config import StrictModel
 from openscene_ray.datasets.manifest import SceneRecord, load_points, load_view, read_manifest
 from openscene_ray.features import read_metadata, shard_uri, write_features
-from openscene_ray.pipelines.ray_setup import DataContextConfig, ResourcesConfig, actor_pool_options, scene_blocks
+from openscene_ray.pipelines.ray_setup import (
+    DataContextConfig,
+    ResourcesConfig,
+    actor_pool_options,
+    configure_data_context,
+    init_ray,
+    scene_blocks,
+)
 from openscene_ray.scene import Scene, SceneError
 
 __all__ = [
@@ -178,20 +185,16 @@ def shard_is_complete(
 ) -> bool:
     """True when the scene's shard exists and was written from this manifest row (same digest),
     with this extractor (name and options) and the same output-affecting fusion parameters."""
-    uri = shard_uri(output, record.scene_id)
-    if not storage.exists(uri):
-        return False
     try:
-        meta = read_metadata(uri)
-    except (storage.StorageError, ValueError):
+        meta = read_metadata(shard_uri(output, record.scene_id))
+    except (storage.StorageError, ValueError):  # absent (ObjectNotFound) or unreadable: fuse it again
         return False
+    written_fusion = meta.get("fusion") or {}
     return (
         meta.get("scene_id") == record.scene_id
         and meta.get("scene_digest") == scene_digest(record)
-        and meta.get("n_points") == record.num_points
         and meta.get("extractor") == extractor.model_dump(mode="json")
-        and {k: (meta.get("fusion") or {}).get(k) for k in ("cut_bound", "visibility_threshold", "depth_test")}
-        == _output_affecting(fusion_params(record, settings))
+        and all(written_fusion.get(k) == v for k, v in _output_affecting(fusion_params(record, settings)).items())
     )
 
 
@@ -334,8 +337,6 @@ def build_dataset(config: FuseConfig, todo: list[SceneRecord], run_id: str):
 
 def run_fuse(config: FuseConfig) -> FuseSummary:
     """Run the fusion job (connecting to or starting Ray) and return its summary."""
-    from openscene_ray.pipelines.ray_setup import configure_data_context, init_ray
-
     start = time.perf_counter()
     run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
     summary = FuseSummary(run_id=run_id)

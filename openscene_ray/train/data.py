@@ -103,11 +103,8 @@ def build_sample(
     scene_id, num_points, chunk = str(row["scene_id"]), int(row["num_points"]), int(row["chunk"])
     xyz, rgb, _ = load_points(str(row["points_uri"]))
     shard = read_features(str(row["features_uri"]))
-    if xyz.shape[0] != num_points or shard.metadata.get("n_points", num_points) != num_points:
-        raise ValueError(
-            f"{scene_id}: the manifest says {num_points} points, the points file has {xyz.shape[0]} and the "
-            f"feature shard {shard.metadata.get('n_points')}; re-run fusion for this manifest"
-        )
+    if xyz.shape[0] != num_points:
+        raise ValueError(f"{scene_id}: the manifest says {num_points} points, the points file has {xyz.shape[0]}")
     features, seen = shard.dense(num_points)
     if chunk != ALL_POINTS:
         if chunks is None:
