@@ -17,8 +17,8 @@ from openscene_ray.models import AugmentConfig, CheckpointMetadata, build_model,
 from openscene_ray.train.data import ChunkConfig, SparseCollate, training_rows
 from openscene_ray.train.loop import poly_lambda
 from openscene_ray.train.trainer import DistillConfig, export_model, run_distill
+from conftest import ORACLE
 
-ORACLE = {"label_set": "scannet20", "text_encoder": "synthetic", "text_options": {"dim": 32, "seed": 0}}
 SMALL_NET = {"out_channels": 32, "init_dim": 16, "planes": [16, 32, 64, 64, 64, 32, 32, 32], "layers": [1] * 8}
 VOXEL = 0.1
 INDEX_DIM = 4
@@ -156,21 +156,6 @@ def test_export_prefers_best_and_falls_back_to_the_last_checkpoint(tmp_path):
 
 
 # ---------------------------------------------------------------- Ray Train (2 CPU workers)
-
-
-@pytest.fixture(scope="module")
-def fused(ray_session, synthetic_world, tmp_path_factory) -> str:
-    """The fusion job's output for the synthetic world (label-oracle features, 32-d)."""
-    from openscene_ray.pipelines.fuse import FuseConfig, run_fuse
-
-    output = str(tmp_path_factory.mktemp("fused"))
-    config = load_config(FuseConfig, base={
-        "manifest": synthetic_world.manifest, "output": output,
-        "extractor": {"name": "label-oracle", "options": ORACLE},
-        "resources": {"min_actors": 1, "max_actors": 2, "gpus_per_actor": 1, "cpus_per_actor": 1},
-    })  # fmt: skip
-    assert run_fuse(config).ok
-    return output
 
 
 def _config(world, features, storage_path, name, **overrides) -> DistillConfig:

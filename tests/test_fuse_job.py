@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from conftest import SYNTHETIC_VISIBILITY
+from conftest import ORACLE, SYNTHETIC_VISIBILITY
 
 from openscene_ray import storage
 from openscene_ray.config import load_config
@@ -30,7 +30,6 @@ from openscene_ray.pipelines.fuse import (
 from openscene_ray.text import build_text_encoder
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ORACLE = {"label_set": "scannet20", "text_encoder": "synthetic", "text_options": {"dim": 32, "seed": 0}}
 
 
 def _config(manifest, output, **overrides) -> FuseConfig:
@@ -304,3 +303,16 @@ def test_a_shard_is_complete_only_for_the_same_row_extractor_and_fusion_paramete
         "extractor": {"name": "label-oracle", "options": other_options}}))  # fmt: skip
     assert not skipped(config, dataclasses.replace(record, views=record.views[:-1]))  # re-ingested with fewer views
     assert plan_scenes(load_config(FuseConfig, base=config.model_dump() | {"overwrite": True}), [record])[1] == []
+
+
+def test_a_shard_fused_for_another_point_count_refuses_to_densify():
+    """Every reader (training, evaluation, queries) densifies through FeatureShard.dense, which
+    names the scene when the shard is stale instead of scattering into the wrong points."""
+    from openscene_ray.features import FeatureShard
+
+    shard = FeatureShard("scene0007_00", np.array([0, 2], np.int32), np.ones((2, 4), np.float16),
+                         np.array([1, 3], np.uint16), {"n_points": 3})  # fmt: skip
+    features, seen = shard.dense(3)
+    assert seen.tolist() == [True, False, True] and features[1].tolist() == [0, 0, 0, 0]
+    with pytest.raises(ValueError, match="scene0007_00: the feature shard was fused for 3 points, the scene has 5"):
+        shard.dense(5)

@@ -27,11 +27,11 @@ from openscene_ray.datasets.manifest import write_manifest
 from openscene_ray.extractors import build_extractor
 from openscene_ray.features import read_features, shard_uri
 from openscene_ray.pipelines.fuse import ExtractorConfig, FusionSettings, fuse_scene, load_scene_for_fusion
+from conftest import ORACLE
 
 pytestmark = pytest.mark.slow
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ORACLE = {"label_set": "scannet20", "text_encoder": "synthetic", "text_options": {"dim": 32, "seed": 0}}
 
 
 @pytest.fixture(scope="module")

@@ -17,8 +17,8 @@ from openscene_ray.labels import PROMPT_TEMPLATE, get_label_set
 from openscene_ray.pipelines.fuse import ExtractorConfig, FusionSettings, fuse_scene, load_scene_for_fusion
 from openscene_ray.query.api import QueryConfig, embed_images, embed_texts, load_scene_features, run_query
 from openscene_ray.query.database import SearchSettings, search_database, voxel_components
+from conftest import ORACLE
 
-ORACLE = {"label_set": "scannet20", "text_encoder": "synthetic", "text_options": {"dim": 32, "seed": 0}}
 TEXT = {"label_set": "scannet20", "encoder": "synthetic", "options": {"dim": 32, "seed": 0}}
 NAMES = get_label_set("scannet20").class_names
 
