@@ -2,11 +2,12 @@
 
 Plan::
 
-    read_parquet(manifest, 4 columns) → filter(selected scenes) → repartition(1 scene/block)
+    read_parquet(manifest, 3 columns) → filter(selected scenes) → repartition(1 scene/block)
       → map_batches(EvalActor, batch_size=1, ActorPoolStrategy(min,max), num_gpus, num_cpus)
             ├─ loads the 3D checkpoint and builds the text space ONCE per actor
             ├─ per scene: points + labels, the fusion shard (fusion/ensemble), then
-            │  scene_counts() for each mode: the scoring Train-time validation uses too
+            │  scene_counts() for each mode (one deterministic 3D pass shared by distill, ensemble and
+            │  the saved outputs): the scoring Train-time validation uses too
             ├─ writes optional PLYs and per-point features itself (never through Ray blocks)
             └─ returns one small row per (scene, mode): confusion [K*K], unknown [K], error
       → driver: sum the counts per mode exactly (every scene, no equal-split drops)
@@ -241,7 +242,7 @@ class EvalActor:
 
     def evaluate_scene(self, scene_id: str, points_uri: str, num_points: int) -> list[dict[str, Any]]:
         """One row per mode; a failure becomes that mode's (or every mode's) error row."""
-        from openscene_ray.evaluation.scene_eval import scene_counts
+        from openscene_ray.evaluation.scene_eval import distill_features, scene_counts
 
         start = time.perf_counter()
         try:
@@ -260,6 +261,7 @@ class EvalActor:
                 fused_error = f"{scene_id}: fused features: {_describe(exc)}"
         load_seconds = time.perf_counter() - start
         rows, done = [], []
+        f3d = None  # the deterministic 3D pass, shared by the 3D modes and the saved outputs
         for mode in self.modes:
             row = self._row(scene_id, mode, n_points=n, load_seconds=load_seconds, warning=warning)
             if mode != "distill" and fused_error:
@@ -268,9 +270,11 @@ class EvalActor:
                 continue
             t0 = time.perf_counter()
             try:
+                if mode != "fusion" and f3d is None:
+                    f3d = distill_features(self.model, xyz, self.voxel_size, rgb)
                 counts = scene_counts(
                     mode, labels, self.text, f2d=f2d, has2d=has2d, model=self.model, xyz=xyz, rgb=rgb,
-                    voxel_size=self.voxel_size, tta_repeats=self.repeats, tta_seed=self.config.tta_seed,
+                    voxel_size=self.voxel_size, tta_repeats=self.repeats, tta_seed=self.config.tta_seed, f3d=f3d,
                 )  # fmt: skip
                 row.update(confusion=counts.confusion.reshape(-1).tolist(), unknown=counts.unknown.tolist())
                 done.append(mode)
@@ -280,21 +284,21 @@ class EvalActor:
             rows.append(row)
         if done and (self.config.save_ply or self.config.save_point_features):
             try:
-                self._write_outputs(scene_id, xyz, rgb, labels, f2d, has2d, done)
+                self._write_outputs(scene_id, xyz, rgb, labels, f2d, has2d, f3d, done)
             except Exception as exc:  # noqa: BLE001 - the scene's outputs are part of its result
                 for row in rows:
                     row["error"] = row["error"] or f"{scene_id}: writing outputs: {_describe(exc)}"
         return rows
 
-    def _write_outputs(self, scene_id, xyz, rgb, labels, f2d, has2d, modes: list[str]) -> None:
-        """PLYs and point features from one deterministic pass (what is scored unless TTA is on)."""
+    def _write_outputs(self, scene_id, xyz, rgb, labels, f2d, has2d, f3d, modes: list[str]) -> None:
+        """PLYs and point features from one deterministic pass (what is scored unless TTA is on);
+        ``f3d`` is that pass when a 3D mode already ran it."""
         from openscene_ray.evaluation.ply import label_colors, write_ply
         from openscene_ray.evaluation.predict import predict
         from openscene_ray.evaluation.scene_eval import distill_features
 
         out, k = self.config.output, self.text.num_classes
-        f3d = None
-        if self.model is not None and (self.config.save_point_features or set(modes) - {"fusion"}):
+        if f3d is None and self.model is not None and self.config.save_point_features:
             f3d = distill_features(self.model, xyz, self.voxel_size, rgb)
         preds = {
             mode: predict(mode, self.text.embeddings, f2d=f2d, has2d=has2d, f3d=f3d,

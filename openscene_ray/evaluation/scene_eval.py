@@ -98,11 +98,14 @@ def scene_counts(
     tta_repeats: int = 1,
     tta_seed: int | None = None,
     augment: AugmentConfig | None = None,
+    f3d: torch.Tensor | None = None,
 ) -> EvalCounts:
     """One scene's confusion counts for ``mode`` (fusion / distill / ensemble).
 
     Logits are summed over ``tta_repeats`` passes; repeats after the first rotate/scale the
-    points with a generator seeded by ``tta_seed`` (deterministic given the seed).
+    points with a generator seeded by ``tta_seed`` (deterministic given the seed). ``f3d``: the
+    first, deterministic pass's 3D features when the caller already has them (one network pass
+    then serves several modes and the saved outputs).
     """
     needs_3d = mode in ("distill", "ensemble")
     if needs_3d and (model is None or xyz is None or voxel_size is None):
@@ -111,10 +114,11 @@ def scene_counts(
     tta = (augment or AugmentConfig()).model_copy(update={"test_time_augmentation": True})
     total = known = None
     for repeat in range(tta_repeats if needs_3d else 1):
-        f3d = None
+        features_3d = None
         if needs_3d:
-            f3d = distill_features(model, xyz, voxel_size, rgb, rng if repeat else None, tta)
-        logits, known = mode_logits(mode, text.embeddings, f2d=f2d, has2d=has2d, f3d=f3d)
+            reuse = repeat == 0 and f3d is not None
+            features_3d = f3d if reuse else distill_features(model, xyz, voxel_size, rgb, rng if repeat else None, tta)
+        logits, known = mode_logits(mode, text.embeddings, f2d=f2d, has2d=has2d, f3d=features_3d)
         total = logits if total is None else total + logits
     pred = labels_from_logits(total, known, text.prompt_to_class, text.num_classes)
     return EvalCounts.from_predictions(pred.cpu().numpy(), labels, text.num_classes)
