@@ -1,7 +1,9 @@
-"""A plugin extractor for fault-injection tests: the actor process dies once, mid-scene."""
+"""Fault-injection plugins for tests, imported by Ray workers (``tests/`` is on their PYTHONPATH):
+a fusion extractor whose actor process dies once mid-scene, and a Train epoch hook that raises once."""
 
 import os
 
+from openscene_ray import storage
 from openscene_ray.extractors import build_extractor
 
 
@@ -24,3 +26,12 @@ def crash_once(marker: str, **options):
             os._exit(1)
 
     return CrashOnce()
+
+
+def fail_once(epoch: int, rank: int, at_epoch: int, marker: str, on_rank: int = 0) -> None:
+    """Distill epoch hook: rank ``on_rank`` raises at the start of ``at_epoch``, once per ``marker``
+    (a storage URI written before raising), to exercise recovery from checkpoints."""
+    if epoch != at_epoch or rank != on_rank or storage.exists(marker):
+        return
+    storage.write_bytes(marker, f"failed at epoch {epoch} on rank {rank}\n".encode())
+    raise RuntimeError(f"injected worker failure at epoch {epoch} on rank {rank} (marker {marker})")

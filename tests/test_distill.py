@@ -194,7 +194,7 @@ def trained(ray_session, s3_server, synthetic_world, fused, tmp_path_factory):
     """6 epochs on 2 workers with run storage in (moto) S3, validating at epochs 2 and 5; rank 0
     fails once at the start of epoch 4."""
     marker = str(tmp_path_factory.mktemp("marker") / "failed-once")
-    hook = {"name": "openscene_ray.train.loop:fail_once", "options": {"at_epoch": 4, "marker": marker}}
+    hook = {"name": "fault_injection:fail_once", "options": {"at_epoch": 4, "marker": marker}}
     storage_path = f"s3://{s3_server.bucket('distill')}/runs"
     config = _config(synthetic_world, fused, storage_path, "learn", epochs=6, validate_every=3, keep_checkpoints=6,
                      epoch_hook=hook)  # fmt: skip

@@ -16,6 +16,7 @@ The representative of a voxel is its first point (smallest index), as in the ref
 
 from __future__ import annotations
 
+import functools
 import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -52,7 +53,17 @@ class ChunkConfig(StrictModel):
     seed: int = 1457
 
     def indices(self, num_points: int, chunk: int) -> np.ndarray:
-        return random_chunks(num_points, self.n_split_points, self.num_chunks, self.seed)[chunk]
+        return _chunk_table(num_points, self.n_split_points, self.num_chunks, self.seed)[chunk]
+
+
+@functools.lru_cache(maxsize=256)
+def _chunk_table(num_points: int, n_split_points: int, num_chunks: int, seed: int) -> tuple[np.ndarray, ...]:
+    """A scene's chunks, drawn once per process (a row names one chunk; drawing all of them per row
+    would cost ``num_chunks`` full-scene draws per chunk per epoch); read-only, since they are shared."""
+    table = tuple(random_chunks(num_points, n_split_points, num_chunks, seed))
+    for indices in table:
+        indices.flags.writeable = False
+    return table
 
 
 def training_rows(

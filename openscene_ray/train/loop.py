@@ -37,7 +37,7 @@ from openscene_ray.train.data import SparseCollate
 if TYPE_CHECKING:
     from openscene_ray.train.trainer import DistillConfig
 
-__all__ = ["STATE_FILE", "LoopSettings", "fail_once", "load_train_state", "poly_lambda", "train_loop_per_worker"]
+__all__ = ["STATE_FILE", "LoopSettings", "load_train_state", "poly_lambda", "train_loop_per_worker"]
 
 STATE_FILE = "state.pt"
 
@@ -92,15 +92,6 @@ def _all_gather(values: list[float], device: torch.device) -> list[list[float]]:
     parts = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
     dist.all_gather(parts, tensor)
     return [p.tolist() for p in parts]
-
-
-def fail_once(epoch: int, rank: int, at_epoch: int, marker: str, on_rank: int = 0) -> None:
-    """Fault-injection epoch hook: rank ``on_rank`` raises at the start of ``at_epoch``, once per
-    ``marker`` (a storage URI written before raising), to exercise recovery from checkpoints."""
-    if epoch != at_epoch or rank != on_rank or storage.exists(marker):
-        return
-    storage.write_bytes(marker, f"failed at epoch {epoch} on rank {rank}\n".encode())
-    raise RuntimeError(f"injected worker failure at epoch {epoch} on rank {rank} (marker {marker})")
 
 
 def _run_hook(config: DistillConfig, epoch: int, rank: int) -> None:

@@ -61,7 +61,7 @@ BEST_DIR = "best"
 
 class HookConfig(StrictModel):
     """A ``package.module:function`` called as ``function(epoch=, rank=, **options)`` on every worker
-    at the start of every epoch, e.g. ``openscene_ray.train.loop:fail_once`` to inject a failure."""
+    at the start of every epoch (profiling, fault injection: ``tests/fault_injection.py:fail_once``)."""
 
     name: str
     options: dict[str, Any] = Field(default_factory=dict)
