@@ -23,13 +23,13 @@ import tempfile
 import time
 from pathlib import Path
 
-__all__ = ["LoopbackHead"]
+__all__ = ["LoopbackHead", "free_port", "head_port_args", "own_pids", "stop_pids"]
 
 VENV_BIN = Path(sys.executable).parent
 RAY = VENV_BIN / "ray"
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -74,8 +74,59 @@ def _processes() -> dict[int, tuple[int, bytes, bytes]]:
     return out
 
 
+def head_port_args(worker_ports: int = 200) -> list[str]:
+    """``ray start`` options giving a head's remaining servers and its workers free ports of their
+    own, so that a test head never collides with another Ray on this machine."""
+    first_worker = _free_port_range(worker_ports)
+    servers = ("ray-client-server", "dashboard-agent-listen", "dashboard-agent-grpc", "metrics-export",
+               "runtime-env-agent", "node-manager", "object-manager")  # fmt: skip
+    return [f"--{name}-port={free_port()}" for name in servers] + [
+        f"--min-worker-port={first_worker}",
+        f"--max-worker-port={first_worker + worker_ports - 1}",
+    ]
+
+
+def own_pids(temp_dir: str, roots: set[int] | frozenset[int] = frozenset()) -> set[int]:
+    """A test head's processes: ``roots`` and every process that carries the head's marker
+    (``OSR_TEST_HEAD=<temp_dir>``) in its environment or its temp dir on its command line, plus
+    their descendants and the processes their raylet started (agents overwrite the start of their
+    environment with a process title but keep ``RAY_RAYLET_PID``). Never this test process."""
+    procs = _processes()
+    marker = f"OSR_TEST_HEAD={temp_dir}\0".encode()
+    own = {pid for pid, (_, cmd, env) in procs.items() if marker in env or temp_dir.encode() in cmd} | set(roots)
+    grew = True
+    while grew:
+        grew = False
+        for pid, (ppid, _, env) in procs.items():
+            if pid not in own and (ppid in own or any(f"RAY_RAYLET_PID={r}\0".encode() in env for r in own)):
+                own.add(pid)
+                grew = True
+    own.discard(os.getpid())
+    return own
+
+
+def stop_pids(find, grace: float = 5, note=lambda what: None, reap=lambda: None) -> set[int]:
+    """SIGTERM to the processes ``find()`` returns, then SIGKILL to those still alive after
+    ``grace`` seconds (``find`` is asked again each round, for processes started meanwhile).
+    Returns the pids still alive afterwards; ``reap`` lets the caller wait on its own children."""
+    pids: set[int] = set()
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        pids = {p for p in pids | find() if _alive(p)}
+        note(f"{sig.name} to {len(pids)}: " + ", ".join(f"{p} {_title(p)}" for p in sorted(pids)))
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+            except (ProcessLookupError, PermissionError):
+                pass
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline and any(_alive(p) for p in pids):
+            reap()
+            time.sleep(0.1)
+    return {p for p in pids | find() if _alive(p)}
+
+
 class LoopbackHead:
-    """``with LoopbackHead(num_cpus=2) as head: head.ray("job", "submit", ...)``."""
+    """``head = LoopbackHead(num_cpus=2); head.start(); head.ray("job", "submit", ...); head.stop()``."""
 
     def __init__(self, num_cpus: int = 2, object_store_mb: int = 300, env: dict[str, str] | None = None):
         # Short: Ray's unix socket paths live under the temp dir and are length-limited.
@@ -84,25 +135,16 @@ class LoopbackHead:
         self.token_path = os.path.join(self.home, "auth_token")
         with open(self.token_path, "w") as f:
             f.write(secrets.token_hex(32))  # what `ray get-auth-token --generate` writes
-        self.port = _free_port()
-        self.dashboard_port = _free_port()
+        self.port = free_port()
+        self.dashboard_port = free_port()
         self.address = f"http://127.0.0.1:{self.dashboard_port}"
-        worker_ports = _free_port_range(200)
         self.args = [
             "--head",
             "--block",
             f"--port={self.port}",
             "--dashboard-host=127.0.0.1",
             f"--dashboard-port={self.dashboard_port}",
-            f"--ray-client-server-port={_free_port()}",
-            f"--dashboard-agent-listen-port={_free_port()}",
-            f"--dashboard-agent-grpc-port={_free_port()}",
-            f"--metrics-export-port={_free_port()}",
-            f"--runtime-env-agent-port={_free_port()}",
-            f"--node-manager-port={_free_port()}",
-            f"--object-manager-port={_free_port()}",
-            f"--min-worker-port={worker_ports}",
-            f"--max-worker-port={worker_ports + 199}",
+            *head_port_args(),
             f"--temp-dir={self.temp_dir}",
             f"--num-cpus={num_cpus}",
             "--num-gpus=0",
@@ -177,67 +219,27 @@ class LoopbackHead:
             return f.read()
 
     def _own_pids(self) -> set[int]:
-        """This head's processes: the `ray start` child and its descendants, plus any process that
-        carries this head's marker in its environment or its temp dir on its command line (a
-        process whose parent exited is re-parented and only found that way), and their
-        descendants. Never this test process."""
-        procs = _processes()
-        marker = f"OSR_TEST_HEAD={self.temp_dir}\0".encode()
-        own = {pid for pid, (_, cmd, env) in procs.items() if marker in env or self.temp_dir.encode() in cmd}
-        if self.proc is not None:
-            own.add(self.proc.pid)
-        grew = True
-        while grew:
-            grew = False
-            for pid, (ppid, _, _) in procs.items():
-                if ppid in own and pid not in own:
-                    own.add(pid)
-                    grew = True
-        own.discard(os.getpid())
-        return {pid for pid in own if pid in procs or (self.proc is not None and pid == self.proc.pid)}
+        """This head's processes: the `ray start` child and everything :func:`own_pids` finds."""
+        return own_pids(self.temp_dir, {self.proc.pid} if self.proc is not None else set())
 
     def stop(self, grace: float = 5) -> set[int]:
         """Stop the head: SIGTERM to its processes (the `ray start --block` child and everything
-        it started), SIGKILL to those still alive after ``grace`` seconds. Returns the pids still alive afterwards
-        (empty when all went); :attr:`stop_log` records each step."""
+        it started), SIGKILL to those still alive after ``grace`` seconds. Returns the pids still
+        alive afterwards (empty when all went); :attr:`stop_log` records each step."""
         start = time.monotonic()
         self.stop_log: list[str] = []
 
         def note(what: str) -> None:
             self.stop_log.append(f"{time.monotonic() - start:5.1f}s {what}")
 
-        pids: set[int] = set()
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            pids = {p for p in pids | self._own_pids() if _alive(p)}
-            note(f"{sig.name} to {len(pids)}: " + ", ".join(f"{p} {_title(p)}" for p in sorted(pids)))
-            for pid in pids:
-                try:
-                    os.kill(pid, sig)
-                except (ProcessLookupError, PermissionError):
-                    pass
-            deadline = time.monotonic() + grace
-            while time.monotonic() < deadline and any(_alive(p) for p in pids):
-                if self.proc is not None:
-                    self.proc.poll()  # reap our own child, or it stays a zombie
-                time.sleep(0.1)
+        reap = self.proc.poll if self.proc is not None else (lambda: None)  # or our child stays a zombie
+        left = stop_pids(self._own_pids, grace, note, reap)
         if self.proc is not None:
             self.proc.wait()
-        left = {p for p in pids | self._own_pids() if _alive(p)}
         note(f"left: {sorted(left)}")
         shutil.rmtree(self.temp_dir, ignore_errors=True)
         shutil.rmtree(self.home, ignore_errors=True)
         return left
-
-    def __enter__(self) -> LoopbackHead:
-        try:
-            self.start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
 
     # ------------------------------------------------------------------ clients
 

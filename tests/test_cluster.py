@@ -15,17 +15,15 @@ import json
 import os
 import re
 import shutil
-import signal
-import socket
 import subprocess
 import tempfile
-import time
 import tomllib
 import zipfile
 from pathlib import Path
 
 import pytest
 import yaml
+from ray_head import free_port, head_port_args, own_pids, stop_pids
 
 REPO = Path(__file__).resolve().parents[1]
 CLUSTER = REPO / "cluster"
@@ -768,60 +766,6 @@ def test_runtime_env_working_dir_package_is_code_only(tmp_path):
 # ----------------------------------------------------------------------------- slow: real head + job
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _own_ray_pids(temp_dir: str) -> set[int]:
-    """Processes of this test's head: its temp dir in the command line or the marker in the
-    environment, their children, and the agents their raylet started (those overwrite the start
-    of their environment with a process title but keep RAY_RAYLET_PID)."""
-    procs: dict[int, tuple[int, bytes, bytes]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            procs[int(entry.name)] = (ppid, (entry / "cmdline").read_bytes(), (entry / "environ").read_bytes())
-        except (OSError, ValueError, IndexError):
-            continue
-    marker = f"OSR_TEST_HEAD={temp_dir}".encode()
-    own = {pid for pid, (_, cmd, env) in procs.items() if temp_dir.encode() in cmd or marker in env}
-    grew = True
-    while grew:
-        grew = False
-        for pid, (ppid, _, env) in procs.items():
-            if pid not in own and (ppid in own or any(f"RAY_RAYLET_PID={r}\0".encode() in env for r in own)):
-                own.add(pid)
-                grew = True
-    own.discard(os.getpid())
-    return own
-
-
-def _stop_own_ray(temp_dir: str) -> None:
-    """Stop only the Ray processes of this test's head, by pid (never `ray stop`)."""
-    pids = _own_ray_pids(temp_dir)
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        pids |= _own_ray_pids(temp_dir)
-        for pid in pids:
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
-        deadline = time.time() + 10
-        while time.time() < deadline and any(_alive(pid) for pid in pids):
-            time.sleep(0.2)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return bool(Path(f"/proc/{pid}/cmdline").read_bytes())  # zombies have an empty cmdline
-    except OSError:
-        return False
-
-
 @pytest.mark.slow
 def test_local_head_from_venv_accepts_token_authenticated_submission(tmp_path):
     """local.sh starts a head with token auth from the venv; submit.sh runs a job on it."""
@@ -834,21 +778,13 @@ def test_local_head_from_venv_accepts_token_authenticated_submission(tmp_path):
     env.update(
         HOME=str(home),
         UV_CACHE_DIR=os.environ.get("UV_CACHE_DIR", str(Path.home() / ".cache" / "uv")),
-        RAY_PORT=str(_free_port()),
-        DASHBOARD_PORT=str(_free_port()),
+        RAY_PORT=str(free_port()),
+        DASHBOARD_PORT=str(free_port()),
         RAY_TEMP_DIR=temp_dir,
-        OSR_TEST_HEAD=temp_dir,  # inherited by every process of this head: see _stop_own_ray
+        OSR_TEST_HEAD=temp_dir,  # inherited by every process of this head: see ray_head.own_pids
         OBJECT_STORE_MEMORY=str(200 * 1024 * 1024),
     )
-    extra = [
-        f"--ray-client-server-port={_free_port()}",
-        f"--dashboard-agent-listen-port={_free_port()}",
-        f"--dashboard-agent-grpc-port={_free_port()}",
-        f"--metrics-export-port={_free_port()}",
-        f"--runtime-env-agent-port={_free_port()}",
-        f"--node-manager-port={_free_port()}",
-        f"--object-manager-port={_free_port()}",
-    ]
+    extra = head_port_args()
     try:
         start = _run([str(LOCAL_SH), "start", "--num-cpus", "1", "--num-gpus", "0", "--", *extra], env, timeout=180)
         assert start.returncode == 0, start.stdout + start.stderr
@@ -875,5 +811,6 @@ def test_local_head_from_venv_accepts_token_authenticated_submission(tmp_path):
         assert ok.returncode == 0, ok.stdout[-3000:] + ok.stderr[-3000:]
         assert "multi-view" in ok.stdout and "succeeded" in ok.stdout
     finally:
-        _stop_own_ray(temp_dir)
+        left = stop_pids(lambda: own_pids(temp_dir), grace=10)
         shutil.rmtree(temp_dir, ignore_errors=True)
+    assert not left, f"processes of the test head survived: {sorted(left)}"
