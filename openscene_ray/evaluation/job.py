@@ -46,6 +46,7 @@ from pydantic import Field, model_validator
 from openscene_ray import __version__, storage
 from openscene_ray.config import StrictModel
 from openscene_ray.datasets.manifest import SceneRecord, load_points, read_manifest
+from openscene_ray.evaluation.metrics import MODES, Mode
 from openscene_ray.labels import get_label_set
 from openscene_ray.pipelines.ray_setup import DataContextConfig, ResourcesConfig, actor_pool_options, scene_blocks
 
@@ -64,8 +65,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-Mode = Literal["fusion", "distill", "ensemble"]
-ALL_MODES: tuple[str, ...] = ("fusion", "distill", "ensemble")
 COMPAT_TTA_REPEATS = 5
 
 ROW_SCHEMA = pa.schema(
@@ -160,9 +159,9 @@ class EvaluateConfig(StrictModel):
 
     def resolved_modes(self) -> list[str]:
         if self.modes is not None:
-            return [m for m in ALL_MODES if m in self.modes]
+            return [m for m in MODES if m in self.modes]
         return [
-            m for m in ALL_MODES
+            m for m in MODES
             if (m == "distill" or self.fusion_output is not None) and (m == "fusion" or self.checkpoint is not None)
         ]  # fmt: skip
 
@@ -493,7 +492,7 @@ def run_evaluate(config: EvaluateConfig) -> EvaluateSummary:
     configure_data_context(config.data)
     rows = build_dataset(config, scenes).take_all()
     rows = [{k: (r[k].tolist() if isinstance(r[k], np.ndarray) else r[k]) for k in ROW_SCHEMA.names} for r in rows]
-    rows.sort(key=lambda r: (r["scene_id"], ALL_MODES.index(r["mode"])))
+    rows.sort(key=lambda r: (r["scene_id"], MODES.index(r["mode"])))
     totals, counted, summary.failed = aggregate_rows(rows, summary.scenes, modes, num_classes)
     for warning in sorted({r["warning"] for r in rows if r["warning"]}):
         summary.warnings.append(warning)

@@ -24,12 +24,15 @@ absent class counts as 0.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 import numpy as np
 
 __all__ = [
     "IGNORE_LABEL",
+    "MODES",
     "UNKNOWN",
+    "Mode",
     "EvalCounts",
     "compute_metrics",
     "confusion_matrix",
@@ -38,6 +41,10 @@ __all__ = [
 
 IGNORE_LABEL = 255
 UNKNOWN = -1
+# The zero-shot evaluation modes (OpenScene §3.3): 2D fused features, the distilled 3D network,
+# and their per-point ensemble.
+Mode = Literal["fusion", "distill", "ensemble"]
+MODES: tuple[Mode, ...] = get_args(Mode)
 
 
 def _as_int_labels(values, name: str) -> np.ndarray:

@@ -29,7 +29,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from openscene_ray.evaluation.metrics import UNKNOWN
+from openscene_ray.evaluation.metrics import MODES, UNKNOWN
 
 __all__ = [
     "MODES",
@@ -42,7 +42,6 @@ __all__ = [
     "text_logits",
 ]
 
-MODES = ("fusion", "distill", "ensemble")
 _CHUNK = 65536
 _EPS = 1e-6
 

@@ -27,7 +27,7 @@ import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 from pydantic import Field, model_validator
@@ -36,6 +36,7 @@ from openscene_ray import storage
 from openscene_ray.config import StrictModel
 from openscene_ray.datasets.manifest import SceneRecord, load_points, read_manifest
 from openscene_ray.evaluation.job import TextSpaceConfig, check_text_model
+from openscene_ray.evaluation.metrics import Mode
 from openscene_ray.pipelines.ray_setup import DataContextConfig
 from openscene_ray.query.database import SearchSettings, cosine_scores, search_database
 
@@ -54,7 +55,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-Source = Literal["fusion", "distill", "ensemble"]
+
 def embed_texts(texts: Sequence[str], encoder: str, options: dict[str, Any] | None = None,
                 template: str | None = None) -> np.ndarray:
     """float32 ``[Q, C]`` L2-normalised text embeddings (``template.format(text)`` when given)."""
@@ -119,7 +120,7 @@ class SceneFeatures:
         return scores
 
 
-def load_scene_features(record: SceneRecord, source: Source = "fusion", *, fusion_output: str | None = None,
+def load_scene_features(record: SceneRecord, source: Mode = "fusion", *, fusion_output: str | None = None,
                         checkpoint: str | None = None, text: TextSpaceConfig | None = None,
                         device: str = "cpu") -> SceneFeatures:
     """Points plus per-point features of ``source`` (see the module docstring). ``ensemble``
@@ -209,7 +210,7 @@ class QueryConfig(StrictModel):
     # one scene
     scene: str | None = None
     manifest: str | None = Field(None, description="scene manifest (points; xyz for database results)")
-    source: Source = "fusion"
+    source: Mode = "fusion"
     fusion_output: str | None = None
     checkpoint: str | None = None
     view: str = Field("top", description="rendering view: top, front, side, oblique")
