@@ -184,3 +184,15 @@ def test_image_query_retrieves_the_scene_of_the_image(synthetic_world, tmp_path)
     assert all(p["scene_id"] == "room1" for p in result["results"][0]["points"])
     with pytest.raises(ValueError, match="random_init=True"):
         embed_images(images[:1], {"arch": "ViT-B-32"})
+
+
+def test_scene_features_name_every_missing_input_before_loading_anything(synthetic_world):
+    import dataclasses
+
+    record = dataclasses.replace(synthetic_world.records[0], points_uri="/nonexistent/points.parquet")
+    with pytest.raises(ValueError, match="source 'ensemble' needs fusion_output and a checkpoint and the text space"):
+        load_scene_features(record, "ensemble")
+    with pytest.raises(ValueError, match="source 'distill' needs a checkpoint$"):
+        load_scene_features(record, "distill", fusion_output="/f")
+    with pytest.raises(ValueError, match="unknown feature source 'depth'"):
+        load_scene_features(record, "depth")

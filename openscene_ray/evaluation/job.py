@@ -455,13 +455,6 @@ def write_report(config: EvaluateConfig, totals: dict, counted: dict, rows: list
     storage.write_bytes(storage.join(out, "metrics.json"), json.dumps(_json_safe(document), indent=2).encode())
 
 
-def _checkpoint_text_model(uri: str) -> str:
-    from openscene_ray.models.checkpoint import CONFIG_NAME, CheckpointMetadata
-
-    document = json.loads(storage.read_bytes(storage.join(uri, CONFIG_NAME)))
-    return CheckpointMetadata.model_validate(document["metadata"]).text_model
-
-
 def build_dataset(config: EvaluateConfig, scenes: list[SceneRecord]):
     """The lazy Ray Data plan (see the module docstring)."""
     ds = scene_blocks(config.manifest, [r.scene_id for r in scenes], ["scene_id", "points_uri", "num_points"])
@@ -483,7 +476,10 @@ def run_evaluate(config: EvaluateConfig) -> EvaluateSummary:
     modes = config.resolved_modes()
     summary = EvaluateSummary(output=config.output, scenes=[r.scene_id for r in scenes])
     if config.checkpoint is not None:
-        warning = check_text_model(_checkpoint_text_model(config.checkpoint), config.text, f"checkpoint {config.checkpoint}")
+        from openscene_ray.models.checkpoint import read_checkpoint_metadata
+
+        text_model = read_checkpoint_metadata(config.checkpoint).text_model
+        warning = check_text_model(text_model, config.text, f"checkpoint {config.checkpoint}")
         if warning:
             summary.warnings.append(warning)
     num_classes = get_label_set(config.text.label_set).num_classes

@@ -26,7 +26,7 @@ from openscene_ray import __version__, storage
 from openscene_ray.config import StrictModel
 from openscene_ray.models.minkunet import MinkUNet, MinkUNetConfig
 
-__all__ = ["CheckpointError", "CheckpointMetadata", "save_checkpoint", "load_checkpoint"]
+__all__ = ["CheckpointError", "CheckpointMetadata", "load_checkpoint", "read_checkpoint_metadata", "save_checkpoint"]
 
 FORMAT = "openscene-ray/minkunet"
 FORMAT_VERSION = 1
@@ -83,10 +83,8 @@ def save_checkpoint(
     return uri
 
 
-def load_checkpoint(
-    uri: str, device: str | torch.device = "cpu"
-) -> tuple[MinkUNet, MinkUNetConfig, CheckpointMetadata]:
-    """Rebuild the network saved under ``uri``: ``(model in eval mode on device, config, metadata)``."""
+def _read_document(uri: str) -> dict:
+    """The checkpoint's ``CONFIG_NAME`` document, checked for format and version."""
     config_uri = storage.join(uri, CONFIG_NAME)
     try:
         document = json.loads(storage.read_bytes(config_uri))
@@ -102,6 +100,19 @@ def load_checkpoint(
         raise CheckpointError(
             f"{config_uri}: format version {document.get('format_version')!r}; this code reads {FORMAT_VERSION}"
         )
+    return document
+
+
+def read_checkpoint_metadata(uri: str) -> CheckpointMetadata:
+    """The metadata saved with the checkpoint under ``uri``, without reading its weights."""
+    return CheckpointMetadata.model_validate(_read_document(uri)["metadata"])
+
+
+def load_checkpoint(
+    uri: str, device: str | torch.device = "cpu"
+) -> tuple[MinkUNet, MinkUNetConfig, CheckpointMetadata]:
+    """Rebuild the network saved under ``uri``: ``(model in eval mode on device, config, metadata)``."""
+    document = _read_document(uri)
     config = MinkUNetConfig.model_validate(document["model_config"])
     metadata = CheckpointMetadata.model_validate(document["metadata"])
     weights = storage.read_bytes(storage.join(uri, document["weights"]["name"]))

@@ -36,7 +36,7 @@ from openscene_ray import storage
 from openscene_ray.config import StrictModel
 from openscene_ray.datasets.manifest import SceneRecord, load_points, read_manifest
 from openscene_ray.evaluation.job import TextSpaceConfig, check_text_model
-from openscene_ray.evaluation.metrics import Mode
+from openscene_ray.evaluation.metrics import MODES, Mode
 from openscene_ray.pipelines.ray_setup import DataContextConfig
 from openscene_ray.query.database import SearchSettings, cosine_scores, search_database
 
@@ -125,6 +125,15 @@ def load_scene_features(record: SceneRecord, source: Mode = "fusion", *, fusion_
                         device: str = "cpu") -> SceneFeatures:
     """Points plus per-point features of ``source`` (see the module docstring). ``ensemble``
     needs ``text`` (the label set whose prompts decide between 2D and 3D)."""
+    if source not in MODES:
+        raise ValueError(f"unknown feature source {source!r}; expected one of {', '.join(MODES)}")
+    missing = [what for what, needed, given in (
+        ("fusion_output", source in ("fusion", "ensemble"), fusion_output),
+        ("a checkpoint", source in ("distill", "ensemble"), checkpoint),
+        ("the text space config (its label set's prompts)", source == "ensemble", text),
+    ) if needed and given is None]  # fmt: skip
+    if missing:  # checked before any points, shards or network are loaded
+        raise ValueError(f"source {source!r} needs {' and '.join(missing)}")
     xyz, rgb, labels = load_points(record.points_uri)
     n = len(xyz)
     f2d = has2d = f3d = None
@@ -132,8 +141,6 @@ def load_scene_features(record: SceneRecord, source: Mode = "fusion", *, fusion_
     if source in ("fusion", "ensemble"):
         from openscene_ray.features import read_features, shard_uri
 
-        if fusion_output is None:
-            raise ValueError(f"source {source!r} needs fusion_output")
         shard = read_features(shard_uri(fusion_output, record.scene_id))
         f2d, has2d = shard.dense(n)
         text_model = shard.metadata.get("text_model")
@@ -141,8 +148,6 @@ def load_scene_features(record: SceneRecord, source: Mode = "fusion", *, fusion_
         from openscene_ray.evaluation.scene_eval import distill_features
         from openscene_ray.models.checkpoint import load_checkpoint
 
-        if checkpoint is None:
-            raise ValueError(f"source {source!r} needs a checkpoint")
         model, _, meta = load_checkpoint(checkpoint, device)
         f3d = distill_features(model, xyz, meta.voxel_size, rgb)
         if text_model is not None and text_model != meta.text_model:
@@ -153,16 +158,12 @@ def load_scene_features(record: SceneRecord, source: Mode = "fusion", *, fusion_
         features, mask = f2d, has2d
     elif source == "distill":
         features, mask = f3d.cpu().numpy(), np.ones(n, bool)
-    elif source == "ensemble":
+    else:
         from openscene_ray.evaluation.predict import ensemble
         from openscene_ray.evaluation.scene_eval import build_text_space
 
-        if text is None:
-            raise ValueError("source 'ensemble' needs the text space config (its label set's prompts)")
         space = build_text_space(text.label_set, text.encoder, text.options)
         features, mask = ensemble(f2d, has2d, f3d, space.embeddings)[0].cpu().numpy(), np.ones(n, bool)
-    else:
-        raise ValueError(f"unknown feature source {source!r}; expected fusion, distill or ensemble")
     return SceneFeatures(record.scene_id, xyz, rgb, labels, features, mask, source, text_model)
 
 

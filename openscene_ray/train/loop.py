@@ -13,7 +13,6 @@ rerun with the same run name and storage path, and training continues at the nex
 from __future__ import annotations
 
 import importlib
-import json
 import math
 import os
 import resource
@@ -31,7 +30,7 @@ from openscene_ray.datasets.manifest import load_points
 from openscene_ray.evaluation.metrics import EvalCounts, compute_metrics
 from openscene_ray.evaluation.scene_eval import TextSpace, scene_counts
 from openscene_ray.models import CheckpointMetadata, MinkUNet, build_model, cosine_distill_loss, save_checkpoint
-from openscene_ray.models.checkpoint import CONFIG_NAME
+from openscene_ray.models.checkpoint import CONFIG_NAME, read_checkpoint_metadata
 from openscene_ray.train.data import SparseCollate
 
 if TYPE_CHECKING:
@@ -135,11 +134,9 @@ def _validate(settings: LoopSettings, model: MinkUNet, rank: int, world: int, de
 
 def _recorded_best(best_uri: str) -> float:
     """The val mIoU recorded with the model in ``best/`` (-inf when there is none yet)."""
-    try:
-        document = json.loads(storage.read_bytes(storage.join(best_uri, CONFIG_NAME)))
-    except storage.ObjectNotFound:
+    if not storage.exists(storage.join(best_uri, CONFIG_NAME)):
         return -math.inf
-    return float(CheckpointMetadata.model_validate(document["metadata"]).extra.get("val_miou", -math.inf))
+    return float(read_checkpoint_metadata(best_uri).extra.get("val_miou", -math.inf))
 
 
 def _maybe_save_best(settings: LoopSettings, model: MinkUNet, epoch: int, metrics: dict[str, float]) -> bool:
