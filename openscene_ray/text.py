@@ -12,11 +12,18 @@ from __future__ import annotations
 import hashlib
 import importlib
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
-__all__ = ["TextEncoder", "SyntheticTextEncoder", "build_text_encoder", "register_text_encoder", "text_encoder_names"]
+__all__ = [
+    "SyntheticTextEncoder",
+    "TextEncoder",
+    "build_text_encoder",
+    "register_text_encoder",
+    "text_encoder_names",
+    "text_model_spec",
+]
 
 
 class TextEncoder(Protocol):
@@ -26,6 +33,16 @@ class TextEncoder(Protocol):
     dim: int
 
     def encode(self, prompts: Sequence[str]) -> np.ndarray: ...
+
+
+def text_model_spec(encoder: str, options: dict[str, Any]) -> str:
+    """The ``text_model`` string of features aligned with this encoder (extractors write it, shards
+    and checkpoints carry it, evaluation and queries compare it): ``open_clip:<arch>``, or
+    ``<kind>:k=v,...`` over the sorted options."""
+    if encoder == "open_clip":
+        return f"open_clip:{options.get('arch', 'ViT-L-14-336')}"
+    opts = ",".join(f"{k}={v}" for k, v in sorted(options.items()))
+    return f"{encoder}:{opts}" if opts else encoder
 
 
 def l2_normalize(x: np.ndarray, axis: int = -1) -> np.ndarray:

@@ -13,7 +13,8 @@ from PIL import Image
 
 from openscene_ray.config import ConfigError, load_config
 from openscene_ray.datasets.manifest import load_points, write_manifest
-from openscene_ray.evaluation.job import EvaluateConfig, TextSpaceConfig, run_evaluate, text_model_spec
+from openscene_ray.evaluation.job import EvaluateConfig, TextSpaceConfig, run_evaluate
+from openscene_ray.text import text_model_spec
 from openscene_ray.evaluation.metrics import UNKNOWN, EvalCounts
 from openscene_ray.evaluation.plots import BAR_COLOR, confusion_heatmap_png, iou_bar_chart_png, normalize_confusion
 from openscene_ray.evaluation.ply import label_palette, read_ply

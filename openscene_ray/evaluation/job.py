@@ -48,6 +48,7 @@ from openscene_ray.config import StrictModel
 from openscene_ray.datasets.manifest import SceneRecord, load_points, read_manifest
 from openscene_ray.evaluation.metrics import MODES, Mode
 from openscene_ray.labels import get_label_set
+from openscene_ray.text import text_model_spec
 from openscene_ray.pipelines.ray_setup import DataContextConfig, ResourcesConfig, actor_pool_options, scene_blocks
 
 __all__ = [
@@ -59,7 +60,6 @@ __all__ = [
     "aggregate_rows",
     "run_evaluate",
     "select_scenes",
-    "text_model_spec",
     "write_report",
 ]
 
@@ -94,15 +94,6 @@ class TextSpaceConfig(StrictModel):
     on_mismatch: Literal["warn", "error"] = Field(
         "warn", description="when the features' text_model differs from this encoder's"
     )
-
-
-def text_model_spec(encoder: str, options: dict[str, Any]) -> str:
-    """The ``text_model`` string that features aligned with this encoder carry (as the extractors
-    write it): ``open_clip:<arch>``, or ``<kind>:k=v,...`` over the sorted options."""
-    if encoder == "open_clip":
-        return f"open_clip:{options.get('arch', 'ViT-L-14-336')}"
-    opts = ",".join(f"{k}={v}" for k, v in sorted(options.items()))
-    return f"{encoder}:{opts}" if opts else encoder
 
 
 def check_text_model(found: str | None, config: TextSpaceConfig, what: str) -> str:

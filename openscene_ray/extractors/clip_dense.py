@@ -31,6 +31,7 @@ from open_clip.transformer import ResidualAttentionBlock, VisionTransformer
 
 from openscene_ray.extractors.base import register_extractor
 from openscene_ray.scene import View
+from openscene_ray.text import text_model_spec
 from openscene_ray.text_clip import load_clip_model, resolve_clip_weights
 
 __all__ = ["ClipDenseExtractor"]
@@ -58,7 +59,7 @@ class ClipDenseExtractor:
         self.model = load_clip_model(weights, self.device)
         self.visual = _check_supported(self.model.visual, arch)
         self.feature_dim = int(self.visual.proj.shape[1])
-        self.text_model = f"open_clip:{arch}"
+        self.text_model = text_model_spec("open_clip", {"arch": arch})
         self.text_encoder_options = {
             "arch": arch, "checkpoint": checkpoint, "random_init": random_init, "seed": seed, "quick_gelu": quick_gelu,
         }  # fmt: skip

@@ -21,7 +21,7 @@ from openscene_ray.extractors.base import register_extractor
 from openscene_ray.images import resize_color, resize_nearest
 from openscene_ray.labels import get_label_set
 from openscene_ray.scene import IGNORE_LABEL, View
-from openscene_ray.text import build_text_encoder
+from openscene_ray.text import build_text_encoder, text_model_spec
 
 __all__ = ["LabelOracleExtractor", "RGBExtractor"]
 
@@ -82,8 +82,7 @@ class LabelOracleExtractor:
         self.noise = float(noise)
         self.blur = int(blur)
         self.seed = int(seed)
-        opts = ",".join(f"{k}={v}" for k, v in sorted(text_options.items()))
-        self.text_model = f"{text_encoder}:{opts}" if opts else text_encoder
+        self.text_model = text_model_spec(text_encoder, text_options)
 
     def _view_generator(self, view: View) -> torch.Generator:
         digest = hashlib.sha256(f"{self.seed}\x00{view.frame_id}".encode()).digest()
