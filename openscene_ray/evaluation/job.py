@@ -60,6 +60,7 @@ __all__ = [
     "aggregate_rows",
     "run_evaluate",
     "select_scenes",
+    "mode_metrics",
     "write_report",
 ]
 
@@ -391,17 +392,12 @@ def aggregate_rows(rows: list[dict[str, Any]], scene_ids: list[str], modes: list
     return totals, counted, failed
 
 
-def write_report(config: EvaluateConfig, totals: dict, counted: dict, rows: list[dict[str, Any]],
-                 summary: EvaluateSummary) -> None:
-    """metrics.json, metrics.md and per-mode confusion-heatmap and IoU-bar PNGs under the run folder."""
+def mode_metrics(config: EvaluateConfig, totals: dict, counted: dict) -> dict[str, dict[str, Any]]:
+    """Per mode: the metrics of the summed counts, per-class rows, the confusion and unknown counts."""
     from openscene_ray.evaluation.metrics import compute_metrics
-    from openscene_ray.evaluation.plots import confusion_heatmap_png, iou_bar_chart_png, markdown_table
 
-    labels = get_label_set(config.text.label_set)
-    out, names = config.output, list(labels.class_names)
-    md = [f"# Zero-shot evaluation ({len(summary.scenes)} scenes, label set {config.text.label_set})", "",
-          "| mode | mIoU (%) | mAcc (%) | overall acc (%) | points | scenes |", "|---|---:|---:|---:|---:|---:|"]  # fmt: skip
-    sections = []
+    names = list(get_label_set(config.text.label_set).class_names)
+    out = {}
     for mode, counts in totals.items():
         metrics = compute_metrics(counts.confusion, counts.unknown, openscene_compat=config.openscene_compat)
         gt_points = (counts.confusion.sum(axis=1) + counts.unknown).tolist()
@@ -412,11 +408,24 @@ def write_report(config: EvaluateConfig, totals: dict, counted: dict, rows: list
             confusion=counts.confusion.tolist(),
             unknown=counts.unknown.tolist(),
         )  # fmt: skip
-        summary.modes[mode] = metrics
-        confusion_heatmap_png(counts.confusion, names, storage.join(out, f"confusion_{mode}.png"))
+        out[mode] = metrics
+    return out
+
+
+def write_report(config: EvaluateConfig, rows: list[dict[str, Any]], summary: EvaluateSummary) -> None:
+    """metrics.json, metrics.md and per-mode confusion-heatmap and IoU-bar PNGs under the run folder."""
+    from openscene_ray.evaluation.plots import confusion_heatmap_png, iou_bar_chart_png, markdown_table
+
+    labels = get_label_set(config.text.label_set)
+    out, names = config.output, list(labels.class_names)
+    md = [f"# Zero-shot evaluation ({len(summary.scenes)} scenes, label set {config.text.label_set})", "",
+          "| mode | mIoU (%) | mAcc (%) | overall acc (%) | points | scenes |", "|---|---:|---:|---:|---:|---:|"]  # fmt: skip
+    sections = []
+    for mode, metrics in summary.modes.items():
+        confusion_heatmap_png(np.asarray(metrics["confusion"]), names, storage.join(out, f"confusion_{mode}.png"))
         iou_bar_chart_png(metrics["iou"], names, storage.join(out, f"iou_{mode}.png"), miou=metrics["miou"])
         pct = [f"{100 * v:.1f}" if math.isfinite(v) else "–" for v in (metrics["miou"], metrics["macc"], metrics["oacc"])]
-        md.append(f"| {mode} | {' | '.join(pct)} | {metrics['num_points']} | {counted[mode]} |")
+        md.append(f"| {mode} | {' | '.join(pct)} | {metrics['num_points']} | {metrics['num_scenes']} |")
         sections += ["", f"## {mode}", "", markdown_table(metrics, names).rstrip()]
     protocol = (
         f"Protocol: {'openscene_compat (means divided by K, reference prompts)' if config.openscene_compat else 'default (means over classes present in the ground truth)'}; "
@@ -487,6 +496,7 @@ def run_evaluate(config: EvaluateConfig) -> EvaluateSummary:
         log.warning("%s", warning)
     for scene_id, errors in summary.failed.items():
         log.error("scene %s failed: %s", scene_id, errors)
+    summary.modes = mode_metrics(config, totals, counted)
     summary.seconds = time.perf_counter() - start
-    write_report(config, totals, counted, rows, summary)
+    write_report(config, rows, summary)
     return summary
