@@ -185,7 +185,7 @@ def _checkpoint_states(run_dir: str) -> dict[int, dict]:
     """The Ray checkpoints kept in a run folder (any storage URI), by epoch."""
     names = [u.rstrip("/").rsplit("/", 1)[-1] for u in storage.listdir(run_dir)]
     folders = [storage.join(run_dir, n) for n in names if n.startswith("checkpoint_") and not n.endswith(".json")]
-    states = [torch.load(io.BytesIO(storage.read_bytes(f"{f}/state.pt")), weights_only=False) for f in folders]
+    states = [torch.load(io.BytesIO(storage.read_bytes(f"{f}/state.pt")), weights_only=True) for f in folders]
     return {s["epoch"]: s for s in states}
 
 

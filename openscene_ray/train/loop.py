@@ -36,7 +36,7 @@ from openscene_ray.train.data import SparseCollate
 if TYPE_CHECKING:
     from openscene_ray.train.trainer import DistillConfig
 
-__all__ = ["STATE_FILE", "LoopSettings", "load_train_state", "poly_lambda", "train_loop_per_worker"]
+__all__ = ["STATE_FILE", "LoopSettings", "load_train_state", "poly_lambda", "save_train_state", "train_loop_per_worker"]
 
 STATE_FILE = "state.pt"
 
@@ -63,8 +63,11 @@ def poly_lambda(total_steps: int, power: float):
 
 
 def load_train_state(checkpoint_dir: str) -> dict[str, Any]:
-    """The training state saved in a (local) Ray checkpoint folder."""
-    return torch.load(os.path.join(checkpoint_dir, STATE_FILE), map_location="cpu", weights_only=False)
+    """The training state saved in a (local) Ray checkpoint folder.
+
+    Loaded weights-only: a checkpoint folder in shared storage is untrusted, and a full unpickle
+    of a replaced ``state.pt`` would run its payload inside the Train worker."""
+    return torch.load(os.path.join(checkpoint_dir, STATE_FILE), map_location="cpu", weights_only=True)
 
 
 def _unwrap(model: torch.nn.Module) -> MinkUNet:
@@ -248,14 +251,20 @@ def _report(metrics, rank, model, optimizer, scheduler, scaler, epoch, history) 
         ray.train.report(metrics)
         return
     with tempfile.TemporaryDirectory(prefix="distill-ckpt-", ignore_cleanup_errors=True) as folder:
-        state = {
-            "model": _unwrap(model).state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "scaler": scaler.state_dict(),
-            "epoch": epoch,
-            "history": history,
-        }
-        torch.save(state, os.path.join(folder, STATE_FILE))
+        save_train_state(folder, _unwrap(model), optimizer, scheduler, scaler, epoch, history)
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
+
+
+def save_train_state(folder, model, optimizer, scheduler, scaler, epoch: int, history: list) -> None:
+    """Write the resumable training state (tensors and plain containers only: it must load
+    weights-only) into a local checkpoint folder."""
+    state = {
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "scaler": scaler.state_dict(),
+        "epoch": epoch,
+        "history": history,
+    }
+    torch.save(state, os.path.join(folder, STATE_FILE))
 
