@@ -10,7 +10,7 @@ room with occluders and analytic depth maps. Both paths use the same zero-cost e
 bank of random feature maps generated before timing) and must give the same mask and the same
 fp16 features.
 
-``pipeline``: the fusion job (:func:`openscene_ray.pipelines.fuse.run_fuse` on a local Ray)
+``pipeline``: the fusion job (:func:`openscene_ray.fusion.job.run_fuse` on a local Ray)
 against a plain in-process loop of ``load_scene_for_fusion`` + ``fuse_scene`` over the same
 synthetic scenes with the same extractor: the time ratio (cold and steady, per actor-pool size),
 scenes per minute, shard bytes per fused point and the peak memory of one actor.
@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from openscene_ray.fusion import FusionParams, FusionResult, fuse_views
-from openscene_ray.scene import View
+from openscene_ray.kernel.scene import View
 
 SCANNET_FOCAL, ROOM = 288.9353, np.array([6.0, 5.0, 3.0])
 OCCLUDERS = [  # (lo, hi) boxes inside the room: a low block and a tall cabinet
@@ -246,15 +246,20 @@ def bench_distill(args: argparse.Namespace) -> dict:
     import shutil
     import tempfile
 
-    from openscene_ray.config import load_config
     from openscene_ray.datasets.ingest import ingest
     from openscene_ray.datasets.layouts import build_layout
+    from openscene_ray.distill.job import DistillConfig, run_distill
     from openscene_ray.extractors import build_extractor
-    from openscene_ray.pipelines.fuse import ExtractorConfig, FusionSettings, fuse_scene, load_scene_for_fusion
-    from openscene_ray.pipelines.ray_setup import init_ray
+    from openscene_ray.fusion.job import (
+        ExtractorConfig,
+        FusionSettings,
+        fuse_scene,
+        load_scene_for_fusion,
+    )
+    from openscene_ray.kernel.config import load_config
+    from openscene_ray.kernel.ray_runtime import init_ray
     from openscene_ray.synth.world import SynthConfig
     from openscene_ray.synth.writer import write_world
-    from openscene_ray.train.trainer import DistillConfig, run_distill
 
     if args.distill_epochs < 2:
         raise ValueError("--distill-epochs must be at least 2 (the first epoch is warm-up)")
@@ -457,7 +462,7 @@ def _pipeline_world(args: argparse.Namespace) -> tuple[str, list, float, bool]:
     """``(manifest, records, seconds, reused)``: the synthetic world, ingested (outside any timing)."""
     from openscene_ray.datasets.ingest import ingest
     from openscene_ray.datasets.layouts import build_layout
-    from openscene_ray.datasets.manifest import read_manifest
+    from openscene_ray.kernel.manifest import read_manifest
     from openscene_ray.synth.world import SynthConfig
     from openscene_ray.synth.writer import write_world
 
@@ -488,7 +493,7 @@ def _pipeline_world(args: argparse.Namespace) -> tuple[str, list, float, bool]:
 def _pipeline_baseline(records, extractor_config, settings, output: str) -> float:
     """The plain in-process loop over the fusion core: load + fuse + write every scene."""
     from openscene_ray.extractors import build_extractor
-    from openscene_ray.pipelines.fuse import fuse_scene, load_scene_for_fusion
+    from openscene_ray.fusion.job import fuse_scene, load_scene_for_fusion
 
     start = time.perf_counter()
     extractor = build_extractor(extractor_config.name, **extractor_config.options)
@@ -542,8 +547,13 @@ def bench_pipeline(args: argparse.Namespace) -> dict:
     from ray._private import ray_constants
     from ray._private.runtime_env.uv_runtime_env_hook import _get_uv_run_cmdline
 
-    from openscene_ray.features import read_features, shard_uri
-    from openscene_ray.pipelines.fuse import ExtractorConfig, FuseConfig, FusionSettings, run_fuse
+    from openscene_ray.fusion.job import (
+        ExtractorConfig,
+        FuseConfig,
+        FusionSettings,
+        run_fuse,
+    )
+    from openscene_ray.kernel.features import read_features, shard_uri
 
     if not args.pipeline_uv_workers:
         ray_constants.RAY_ENABLE_UV_RUN_RUNTIME_ENV = False  # in case Ray was imported before

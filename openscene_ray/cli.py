@@ -19,8 +19,8 @@ __all__ = ["COMMANDS", "build_parser", "main"]
 COMMANDS: list[tuple[str, str, str]] = [
     ("synth", "openscene_ray.synth.command", "write a synthetic posed RGB-D world with ground truth"),
     ("ingest", "openscene_ray.datasets.command", "read a dataset layout into a scene manifest + points Parquet"),
-    ("fuse", "openscene_ray.pipelines.fuse_command", "multi-view 2D->3D feature fusion as a Ray Data job"),
-    ("distill", "openscene_ray.train.command", "distill a MinkUNet18A from fused features with Ray Train"),
+    ("fuse", "openscene_ray.fusion.command", "multi-view 2D->3D feature fusion as a Ray Data job"),
+    ("distill", "openscene_ray.distill.command", "distill a MinkUNet18A from fused features with Ray Train"),
     ("evaluate", "openscene_ray.evaluation.command", "zero-shot evaluation: fusion / distill / ensemble"),
     ("query", "openscene_ray.query.command", "open-vocabulary queries over scenes and feature databases"),
     ("demo", "openscene_ray.demo", "run every stage end to end on a small synthetic world"),

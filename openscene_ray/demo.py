@@ -18,7 +18,12 @@ from typing import Any
 
 from pydantic import Field
 
-from openscene_ray.config import StrictModel, add_config_arguments, config_from_args, load_config
+from openscene_ray.kernel.config import (
+    StrictModel,
+    add_config_arguments,
+    config_from_args,
+    load_config,
+)
 
 __all__ = ["DemoConfig", "add_arguments", "run", "run_demo"]
 
@@ -82,14 +87,14 @@ class _Progress:
 
 def run_demo(config: DemoConfig) -> dict[str, Any]:
     """Run every stage; returns the summary (also written as ``summary.json`` next to the report)."""
-    from openscene_ray import storage
     from openscene_ray.datasets.ingest import ingest
     from openscene_ray.datasets.layouts import build_layout
+    from openscene_ray.distill.job import DistillConfig, run_distill
     from openscene_ray.evaluation.job import EvaluateConfig, run_evaluate
-    from openscene_ray.pipelines.fuse import FuseConfig, run_fuse
+    from openscene_ray.fusion.job import FuseConfig, run_fuse
+    from openscene_ray.kernel import storage
     from openscene_ray.synth.world import SynthConfig
     from openscene_ray.synth.writer import write_world
-    from openscene_ray.train.trainer import DistillConfig, run_distill
 
     out = os.path.abspath(config.output)
     extractor, text, feature_dim = _models(config)
@@ -160,9 +165,9 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
 
 def _run_queries(config: DemoConfig, ingested, fused_dir: str, text: dict, out: str) -> list[dict[str, Any]]:
     """Rare-object search over the feature database, then a heatmap of each query's best scene."""
-    from openscene_ray import storage
-    from openscene_ray.datasets.manifest import load_points
-    from openscene_ray.labels import get_label_set
+    from openscene_ray.kernel import storage
+    from openscene_ray.kernel.labels import get_label_set
+    from openscene_ray.kernel.manifest import load_points
     from openscene_ray.query.api import QueryConfig, run_query
 
     common = {"texts": config.queries, "template": "a {} in a scene", "text": text, "manifest": ingested.manifest_uri}

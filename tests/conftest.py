@@ -157,8 +157,8 @@ def ray_session(s3_server):
 @pytest.fixture(scope="session")
 def fused(ray_session, synthetic_world, tmp_path_factory) -> str:
     """The fusion job's output for the synthetic world (label-oracle features); read-only for tests."""
-    from openscene_ray.config import load_config
-    from openscene_ray.pipelines.fuse import FuseConfig, run_fuse
+    from openscene_ray.fusion.job import FuseConfig, run_fuse
+    from openscene_ray.kernel.config import load_config
 
     output = str(tmp_path_factory.mktemp("fused"))
     config = load_config(FuseConfig, base={

@@ -3,8 +3,8 @@ a fusion extractor whose actor process dies once mid-scene, and a Train epoch ho
 
 import os
 
-from openscene_ray import storage
 from openscene_ray.extractors import build_extractor
+from openscene_ray.kernel import storage
 
 
 def crash_once(marker: str, **options):

@@ -7,7 +7,13 @@ import math
 import numpy as np
 import pytest
 
-from openscene_ray.models import AugmentConfig, augment_points, elastic_distortion, random_rotation, voxelize
+from openscene_ray.models import (
+    AugmentConfig,
+    augment_points,
+    elastic_distortion,
+    random_rotation,
+    voxelize,
+)
 
 NO_RANDOM_GEOMETRY = dict(
     rotation_bounds=((0.0, 0.0), (0.0, 0.0), (0.0, 0.0)),

@@ -9,8 +9,13 @@ import pickle
 import pytest
 import torch
 
+from openscene_ray.distill.loop import (
+    STATE_FILE,
+    load_train_state,
+    poly_lambda,
+    save_train_state,
+)
 from openscene_ray.models import MinkUNetConfig, build_model
-from openscene_ray.train.loop import STATE_FILE, load_train_state, poly_lambda, save_train_state
 
 
 class _Payload:

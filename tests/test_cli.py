@@ -39,12 +39,12 @@ def _config_passed_to(monkeypatch, module: str, function: str, argv: list[str]):
 def test_stage_flags_override_files_and_set(monkeypatch, tmp_path):
     profile = tmp_path / "profile.yaml"
     profile.write_text("resources:\n  max_actors: 3\n")
-    fuse = _config_passed_to(monkeypatch, "openscene_ray.pipelines.fuse", "run_fuse", [
+    fuse = _config_passed_to(monkeypatch, "openscene_ray.fusion.job", "run_fuse", [
         "fuse", "--config", str(profile), "--set", "output=ignored", "--manifest", "s3://b/m.parquet",
         "--output", "/tmp/out dir", "--overwrite"])  # fmt: skip
     assert (fuse.manifest, fuse.output, fuse.overwrite, fuse.resources.max_actors) == (
         "s3://b/m.parquet", "/tmp/out dir", True, 3)
-    assert _config_passed_to(monkeypatch, "openscene_ray.pipelines.fuse", "run_fuse",
+    assert _config_passed_to(monkeypatch, "openscene_ray.fusion.job", "run_fuse",
                              ["fuse", "--manifest", "m", "--output", "o"]).overwrite is False
 
     evaluate = _config_passed_to(monkeypatch, "openscene_ray.evaluation.job", "run_evaluate", [
@@ -55,7 +55,7 @@ def test_stage_flags_override_files_and_set(monkeypatch, tmp_path):
     assert _config_passed_to(monkeypatch, "openscene_ray.evaluation.job", "run_evaluate", [
         "evaluate", "--manifest", "m", "--output", "o", "--fusion-output", "f", "--split", "test"]).split == "test"
 
-    distill = _config_passed_to(monkeypatch, "openscene_ray.train.trainer", "run_distill", [
+    distill = _config_passed_to(monkeypatch, "openscene_ray.distill.job", "run_distill", [
         "distill", "--manifest", "m", "--features", "f", "--storage-path", "s3://b/runs", "--name", "r1",
         "--set", "workers=3"])  # fmt: skip
     assert (distill.storage_path, distill.name, distill.workers) == ("s3://b/runs", "r1", 3)

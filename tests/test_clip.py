@@ -15,9 +15,9 @@ import torch
 import torch.nn.functional as F
 
 from openscene_ray.extractors import build_extractor
-from openscene_ray.scene import View
-from openscene_ray.text import build_text_encoder, text_encoder_names
-from openscene_ray.text_clip import OpenClipTextEncoder
+from openscene_ray.kernel.clip import OpenClipTextEncoder
+from openscene_ray.kernel.scene import View
+from openscene_ray.kernel.text import build_text_encoder, text_encoder_names
 
 ARCH = "ViT-B-32"
 PROMPTS = ["a wall in a scene", "a chair in a scene", "a refrigerator in a scene"]

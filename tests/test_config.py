@@ -3,7 +3,7 @@ import argparse
 import pytest
 from pydantic import Field
 
-from openscene_ray.config import (
+from openscene_ray.kernel.config import (
     ConfigError,
     StrictModel,
     add_config_arguments,

@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from openscene_ray.config import load_config
 from openscene_ray.datasets.layouts import build_layout
 from openscene_ray.extractors.base import _MODULES, extractor_names
+from openscene_ray.kernel.config import load_config
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 PROFILES = ("local", "cluster")
@@ -26,7 +26,7 @@ def test_ingest_configs(path):
 @pytest.mark.parametrize("profile", PROFILES)
 @pytest.mark.parametrize("path", _yaml("fuse"), ids=lambda p: p.stem)
 def test_fuse_configs(path, profile):
-    from openscene_ray.pipelines.fuse import FuseConfig
+    from openscene_ray.fusion.job import FuseConfig
 
     config = load_config(FuseConfig, [str(path), str(CONFIGS / "profiles" / profile / "fuse.yaml")])
     assert config.extractor.name in extractor_names()
@@ -43,7 +43,7 @@ def test_fuse_configs(path, profile):
 @pytest.mark.parametrize("profile", PROFILES)
 @pytest.mark.parametrize("path", _yaml("distill"), ids=lambda p: p.stem)
 def test_distill_configs(path, profile):
-    from openscene_ray.train.trainer import DistillConfig
+    from openscene_ray.distill.job import DistillConfig
 
     config = load_config(DistillConfig, [str(path), str(CONFIGS / "profiles" / profile / "distill.yaml")])
     assert config.model.out_channels == 768 and config.text_options["arch"] == "ViT-L-14-336"
@@ -55,7 +55,7 @@ def test_distill_configs(path, profile):
 @pytest.mark.parametrize("path", _yaml("evaluate"), ids=lambda p: p.stem)
 def test_evaluate_configs(path, profile):
     from openscene_ray.evaluation.job import EvaluateConfig
-    from openscene_ray.labels import get_label_set
+    from openscene_ray.kernel.labels import get_label_set
 
     config = load_config(EvaluateConfig, [str(path), str(CONFIGS / "profiles" / profile / "evaluate.yaml")])
     assert config.resolved_modes() == ["fusion", "distill", "ensemble"]

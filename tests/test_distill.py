@@ -7,17 +7,23 @@ import os
 import numpy as np
 import pytest
 import torch
-
-from openscene_ray import storage
-from openscene_ray.config import load_config
-from openscene_ray.datasets.manifest import load_points
-from openscene_ray.evaluation.scene_eval import distill_features
-from openscene_ray.features import read_metadata, shard_uri, write_features
-from openscene_ray.models import AugmentConfig, CheckpointMetadata, build_model, load_checkpoint, save_checkpoint
-from openscene_ray.train.data import ChunkConfig, SparseCollate, training_rows
-from openscene_ray.train.loop import poly_lambda
-from openscene_ray.train.trainer import DistillConfig, export_model, run_distill
 from conftest import ORACLE
+
+from openscene_ray.distill.data import ChunkConfig, SparseCollate, training_rows
+from openscene_ray.distill.job import DistillConfig, export_model, run_distill
+from openscene_ray.distill.loop import poly_lambda
+from openscene_ray.evaluation.scene_eval import distill_features
+from openscene_ray.kernel import storage
+from openscene_ray.kernel.config import load_config
+from openscene_ray.kernel.features import read_metadata, shard_uri, write_features
+from openscene_ray.kernel.manifest import load_points
+from openscene_ray.models import (
+    AugmentConfig,
+    CheckpointMetadata,
+    build_model,
+    load_checkpoint,
+    save_checkpoint,
+)
 
 SMALL_NET = {"out_channels": 32, "init_dim": 16, "planes": [16, 32, 64, 64, 64, 32, 32, 32], "layers": [1] * 8}
 VOXEL = 0.1

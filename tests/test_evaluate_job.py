@@ -11,16 +11,21 @@ from matplotlib import colormaps
 from matplotlib.colors import to_rgb
 from PIL import Image
 
-from openscene_ray.config import ConfigError, load_config
-from openscene_ray.datasets.manifest import load_points, write_manifest
 from openscene_ray.evaluation.job import EvaluateConfig, TextSpaceConfig, run_evaluate
-from openscene_ray.text import text_model_spec
 from openscene_ray.evaluation.metrics import UNKNOWN, EvalCounts
-from openscene_ray.evaluation.plots import BAR_COLOR, confusion_heatmap_png, iou_bar_chart_png, normalize_confusion
-from openscene_ray.evaluation.ply import label_palette, read_ply
+from openscene_ray.evaluation.plots import (
+    BAR_COLOR,
+    confusion_heatmap_png,
+    iou_bar_chart_png,
+    normalize_confusion,
+)
 from openscene_ray.evaluation.predict import max_text_cosine
 from openscene_ray.evaluation.scene_eval import build_text_space, scene_counts
-from openscene_ray.features import read_features, shard_uri
+from openscene_ray.kernel.config import ConfigError, load_config
+from openscene_ray.kernel.features import read_features, shard_uri
+from openscene_ray.kernel.manifest import load_points, write_manifest
+from openscene_ray.kernel.ply import label_palette, read_ply
+from openscene_ray.kernel.text import text_model_spec
 from openscene_ray.models.checkpoint import save_checkpoint
 from openscene_ray.models.loss import cosine_distill_loss
 from openscene_ray.models.minkunet import MinkUNet, MinkUNetConfig
@@ -221,7 +226,7 @@ def test_ply_and_point_feature_outputs_match_the_metrics(evaluated, synthetic_wo
         np.testing.assert_array_equal(from_ply[mode].confusion, metrics["modes"][mode]["confusion"])
         np.testing.assert_array_equal(from_parquet[mode].unknown, metrics["modes"][mode]["unknown"])
     # the point features are a query database: the best "wall" points are walls
-    from openscene_ray.labels import PROMPT_TEMPLATE
+    from openscene_ray.kernel.labels import PROMPT_TEMPLATE
     from openscene_ray.query.api import embed_texts
     from openscene_ray.query.database import search_database
 

@@ -8,9 +8,9 @@ import torch
 
 from openscene_ray.extractors import build_extractor
 from openscene_ray.fusion import FusionParams, fuse_views
-from openscene_ray.labels import get_label_set
-from openscene_ray.scene import View
-from openscene_ray.text import SyntheticTextEncoder
+from openscene_ray.kernel.labels import get_label_set
+from openscene_ray.kernel.scene import View
+from openscene_ray.kernel.text import SyntheticTextEncoder
 
 K = np.array([[10.0, 0, 3.5], [0, 10.0, 2.5], [0, 0, 1]])
 

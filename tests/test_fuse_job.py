@@ -12,22 +12,27 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import ORACLE, SYNTHETIC_VISIBILITY
 
-from openscene_ray import storage
-from openscene_ray.config import load_config
-from openscene_ray.datasets.manifest import SceneRecord, points_table, read_manifest, write_manifest
 from openscene_ray.evaluation.metrics import EvalCounts, compute_metrics
 from openscene_ray.extractors import build_extractor
-from openscene_ray.features import read_features, shard_uri
 from openscene_ray.fusion.core import fuse_views
-from openscene_ray.labels import get_label_set
-from openscene_ray.pipelines.fuse import (
+from openscene_ray.fusion.job import (
     FuseConfig,
     FusionSettings,
     fusion_params,
     load_scene_for_fusion,
     run_fuse,
 )
-from openscene_ray.text import build_text_encoder
+from openscene_ray.kernel import storage
+from openscene_ray.kernel.config import load_config
+from openscene_ray.kernel.features import read_features, shard_uri
+from openscene_ray.kernel.labels import get_label_set
+from openscene_ray.kernel.manifest import (
+    SceneRecord,
+    points_table,
+    read_manifest,
+    write_manifest,
+)
+from openscene_ray.kernel.text import build_text_encoder
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -141,7 +146,7 @@ def _break(record: SceneRecord, how: str, root: str) -> SceneRecord:
         points_uri = os.path.join(root, f"{scene_id}.parquet")
         storage.write_parquet(points_uri, points_table(np.zeros((0, 3), np.float32), np.zeros((0, 3), np.uint8), None))
     elif how == "size_mismatch":
-        from openscene_ray import images
+        from openscene_ray.kernel import images
 
         small = os.path.join(root, f"{scene_id}-depth.png")
         storage.write_bytes(small, images.encode_png(np.ones((10, 10), np.uint16)))
@@ -265,8 +270,11 @@ def test_plan_fuses_exactly_the_todo_scenes_with_either_parquet_reader(
     """The DataContext config selects Ray's Parquet read path; both plans fuse just the scenes to do."""
     import ray.data
 
-    from openscene_ray.pipelines.fuse import build_dataset
-    from openscene_ray.pipelines.ray_setup import DataContextConfig, configure_data_context
+    from openscene_ray.fusion.job import build_dataset
+    from openscene_ray.kernel.ray_runtime import (
+        DataContextConfig,
+        configure_data_context,
+    )
 
     previous = ray.data.DataContext.get_current().use_datasource_v2
     try:
@@ -283,7 +291,7 @@ def test_plan_fuses_exactly_the_todo_scenes_with_either_parquet_reader(
 def test_a_shard_is_complete_only_for_the_same_row_extractor_and_fusion_parameters(synthetic_world, tmp_path):
     """Resume skips a scene only when its shard came from the same manifest row, extractor and
     output-affecting fusion parameters; batching does not matter."""
-    from openscene_ray.pipelines.fuse import ExtractorConfig, fuse_scene, plan_scenes
+    from openscene_ray.fusion.job import ExtractorConfig, fuse_scene, plan_scenes
 
     record = synthetic_world.records[0]
     config = _config(synthetic_world.manifest, str(tmp_path))
@@ -308,7 +316,7 @@ def test_a_shard_is_complete_only_for_the_same_row_extractor_and_fusion_paramete
 def test_a_shard_fused_for_another_point_count_refuses_to_densify():
     """Every reader (training, evaluation, queries) densifies through FeatureShard.dense, which
     names the scene when the shard is stale instead of scattering into the wrong points."""
-    from openscene_ray.features import FeatureShard
+    from openscene_ray.kernel.features import FeatureShard
 
     shard = FeatureShard("scene0007_00", np.array([0, 2], np.int32), np.ones((2, 4), np.float16),
                          np.array([1, 3], np.uint16), {"n_points": 3})  # fmt: skip

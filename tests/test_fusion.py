@@ -12,8 +12,14 @@ import torch
 from PIL import Image
 
 from openscene_ray.extractors import build_extractor
-from openscene_ray.fusion import FusionParams, chunk_masks, fuse_views, project, random_chunks
-from openscene_ray.scene import View
+from openscene_ray.fusion import (
+    FusionParams,
+    chunk_masks,
+    fuse_views,
+    project,
+    random_chunks,
+)
+from openscene_ray.kernel.scene import View
 
 
 class MapExtractor:

@@ -5,9 +5,9 @@ import pytest
 
 from openscene_ray.extractors import build_extractor
 from openscene_ray.fusion.core import FusionParams, fuse_views
-from openscene_ray.labels import get_label_set
-from openscene_ray.pipelines.fuse import load_scene_for_fusion
-from openscene_ray.text import build_text_encoder
+from openscene_ray.fusion.job import load_scene_for_fusion
+from openscene_ray.kernel.labels import get_label_set
+from openscene_ray.kernel.text import build_text_encoder
 
 TEXT = {"dim": 32, "seed": 0}
 

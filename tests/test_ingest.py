@@ -8,10 +8,11 @@ import pickle
 import numpy as np
 import pytest
 
-from openscene_ray import cli, images, storage
+from openscene_ray import cli
 from openscene_ray.datasets import command
-from openscene_ray.datasets import manifest as mf
 from openscene_ray.datasets.ingest import ERRORS_SCHEMA, read_errors
+from openscene_ray.kernel import images, storage
+from openscene_ray.kernel import manifest as mf
 
 RNG = np.random.default_rng(3)
 

@@ -20,14 +20,19 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from conftest import ORACLE
 from ray_head import LoopbackHead
 
-from openscene_ray import storage
-from openscene_ray.datasets.manifest import write_manifest
 from openscene_ray.extractors import build_extractor
-from openscene_ray.features import read_features, shard_uri
-from openscene_ray.pipelines.fuse import ExtractorConfig, FusionSettings, fuse_scene, load_scene_for_fusion
-from conftest import ORACLE
+from openscene_ray.fusion.job import (
+    ExtractorConfig,
+    FusionSettings,
+    fuse_scene,
+    load_scene_for_fusion,
+)
+from openscene_ray.kernel import storage
+from openscene_ray.kernel.features import read_features, shard_uri
+from openscene_ray.kernel.manifest import write_manifest
 
 pytestmark = pytest.mark.slow
 

@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 
-from openscene_ray.labels import PROMPT_TEMPLATE, get_label_set, label_set_names
+from openscene_ray.kernel.labels import PROMPT_TEMPLATE, get_label_set, label_set_names
 
 
 @pytest.mark.parametrize(

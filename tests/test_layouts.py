@@ -7,13 +7,19 @@ import uuid
 import numpy as np
 import pytest
 
-from openscene_ray import images, storage
-from openscene_ray.config import ConfigError
 from openscene_ray.datasets import layouts
-from openscene_ray.datasets.layouts import SceneRef, build_layout, get_layout, layout_names, scale_intrinsics
+from openscene_ray.datasets.layouts import (
+    SceneRef,
+    build_layout,
+    get_layout,
+    layout_names,
+    scale_intrinsics,
+)
 from openscene_ray.datasets.matterport import opengl_to_opencv, select_views
 from openscene_ray.datasets.posed_rgbd import VoxelCloud, read_ply_points
-from openscene_ray.scene import SceneError
+from openscene_ray.kernel import images, storage
+from openscene_ray.kernel.config import ConfigError
+from openscene_ray.kernel.scene import SceneError
 
 RNG = np.random.default_rng(7)
 

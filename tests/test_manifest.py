@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from openscene_ray import images, storage
-from openscene_ray.datasets import manifest as mf
-from openscene_ray.scene import SceneError
+from openscene_ray.kernel import images, storage
+from openscene_ray.kernel import manifest as mf
+from openscene_ray.kernel.scene import SceneError
 
 
 def _write_scene(root, n_views=2, w=8, h=6):

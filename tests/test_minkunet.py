@@ -8,7 +8,7 @@ import spconv.pytorch as spconv
 import torch
 import torch.nn.functional as F
 
-from openscene_ray import storage
+from openscene_ray.kernel import storage
 from openscene_ray.models import (
     CheckpointError,
     CheckpointMetadata,

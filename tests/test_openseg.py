@@ -18,10 +18,10 @@ import numpy as np
 import pytest
 import torch
 
-from openscene_ray import storage
 from openscene_ray.extractors import build_extractor
 from openscene_ray.extractors.openseg import axis_tiles, tile_grid
-from openscene_ray.scene import View
+from openscene_ray.kernel import storage
+from openscene_ray.kernel.scene import View
 
 C = 8
 PAD = -5.0

@@ -6,7 +6,6 @@ from matplotlib import colormaps
 from matplotlib.colors import to_rgb
 from PIL import Image
 
-from openscene_ray import storage
 from openscene_ray.evaluation.metrics import UNKNOWN, EvalCounts, compute_metrics
 from openscene_ray.evaluation.plots import (
     BAR_COLOR,
@@ -15,7 +14,8 @@ from openscene_ray.evaluation.plots import (
     iou_bar_chart_png,
     markdown_table,
 )
-from openscene_ray.evaluation.ply import (
+from openscene_ray.kernel import storage
+from openscene_ray.kernel.ply import (
     IGNORE_COLOR,
     UNKNOWN_COLOR,
     heatmap_colors,

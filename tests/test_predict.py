@@ -12,7 +12,7 @@ from openscene_ray.evaluation.predict import (
     reduce_prompts,
     text_logits,
 )
-from openscene_ray.labels import LabelSet
+from openscene_ray.kernel.labels import LabelSet
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 

@@ -5,19 +5,39 @@ import json
 
 import numpy as np
 import pytest
+from conftest import ORACLE
 from PIL import Image
 
-from openscene_ray import storage
-from openscene_ray.config import ConfigError, load_config
-from openscene_ray.datasets.manifest import load_points
 from openscene_ray.evaluation.job import TextSpaceConfig
-from openscene_ray.evaluation.ply import UNKNOWN_COLOR, heatmap_colors, read_ply, render_points
-from openscene_ray.features import write_features
-from openscene_ray.labels import PROMPT_TEMPLATE, get_label_set
-from openscene_ray.pipelines.fuse import ExtractorConfig, FusionSettings, fuse_scene, load_scene_for_fusion
-from openscene_ray.query.api import QueryConfig, embed_images, embed_texts, load_scene_features, run_query
-from openscene_ray.query.database import SearchSettings, search_database, voxel_components
-from conftest import ORACLE
+from openscene_ray.fusion.job import (
+    ExtractorConfig,
+    FusionSettings,
+    fuse_scene,
+    load_scene_for_fusion,
+)
+from openscene_ray.kernel import storage
+from openscene_ray.kernel.config import ConfigError, load_config
+from openscene_ray.kernel.features import write_features
+from openscene_ray.kernel.labels import PROMPT_TEMPLATE, get_label_set
+from openscene_ray.kernel.manifest import load_points
+from openscene_ray.kernel.ply import (
+    UNKNOWN_COLOR,
+    heatmap_colors,
+    read_ply,
+    render_points,
+)
+from openscene_ray.query.api import (
+    QueryConfig,
+    embed_images,
+    embed_texts,
+    load_scene_features,
+    run_query,
+)
+from openscene_ray.query.database import (
+    SearchSettings,
+    search_database,
+    voxel_components,
+)
 
 TEXT = {"label_set": "scannet20", "encoder": "synthetic", "options": {"dim": 32, "seed": 0}}
 NAMES = get_label_set("scannet20").class_names

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from openscene_ray.datasets import command
-from openscene_ray.datasets import manifest as mf
+from openscene_ray.kernel import manifest as mf
 
 pytestmark = pytest.mark.realdata
 

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from openscene_ray.scene import Scene, SceneError, View, pose_problem
+from openscene_ray.kernel.scene import Scene, SceneError, View, pose_problem
 
 
 def _view(frame="0", h=4, w=6, pose=None, depth_shape=None):

@@ -4,8 +4,8 @@ import threading
 import pyarrow as pa
 import pytest
 
-from openscene_ray import storage
-from openscene_ray.storage import ObjectNotFound, StorageError, StorageOptions
+from openscene_ray.kernel import storage
+from openscene_ray.kernel.storage import ObjectNotFound, StorageError, StorageOptions
 
 
 def _table(n=1000):

@@ -8,9 +8,9 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from openscene_ray import images, safe_pickle, storage
 from openscene_ray.cli import main as cli_main
-from openscene_ray.config import ConfigError, load_config
+from openscene_ray.kernel import images, safe_load, storage
+from openscene_ray.kernel.config import ConfigError, load_config
 from openscene_ray.synth import (
     FRAME_STEP,
     HEIGHT,
@@ -196,7 +196,7 @@ def test_writer_round_trip(tmp_path):
     scene = generate_scene(config, 1)
     views = render_views(scene, config)
     pth = storage.join(root, "scannet_3d", "val", "scene0001_00_vh_clean_2.pth")
-    coords, colors, labels = safe_pickle.loads(storage.read_bytes(pth), pth)
+    coords, colors, labels = safe_load.loads(storage.read_bytes(pth), pth)
     assert coords.dtype == colors.dtype == labels.dtype == np.float32
     assert coords.shape == (4000, 3) and colors.shape == (4000, 3) and labels.shape == (4000,)
     np.testing.assert_array_equal(coords, scene.xyz)

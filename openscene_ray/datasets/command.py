@@ -16,8 +16,8 @@ _MAX_ERRORS_SHOWN = 20
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from openscene_ray.config import add_config_arguments
     from openscene_ray.datasets.layouts import layout_names
+    from openscene_ray.kernel.config import add_config_arguments
 
     parser.add_argument("--layout", required=True, choices=layout_names(), help="dataset layout")
     parser.add_argument("--root", required=True, help="dataset root (path, file://, s3://, memory://)")
@@ -29,10 +29,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from openscene_ray import storage
-    from openscene_ray.config import ConfigError
     from openscene_ray.datasets.ingest import ingest
     from openscene_ray.datasets.layouts import build_layout
+    from openscene_ray.kernel import storage
+    from openscene_ray.kernel.config import ConfigError
 
     try:
         layout = build_layout(args.layout, args.overrides, args.config)

@@ -19,10 +19,9 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
-from openscene_ray import storage
-from openscene_ray.datasets import manifest
 from openscene_ray.datasets.layouts import Layout, SceneRef, normalize_root
-from openscene_ray.scene import SceneError
+from openscene_ray.kernel import manifest, storage
+from openscene_ray.kernel.scene import SceneError
 
 __all__ = ["ERRORS_SCHEMA", "IngestError", "IngestResult", "ingest", "read_errors"]
 

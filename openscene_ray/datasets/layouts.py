@@ -9,7 +9,7 @@ reading their image header (``check_images="decode"`` decodes them fully instead
 pose is non-finite (ScanNet's lost tracking) become ``skipped_views``; any other bad view is a
 per-scene error, or a skipped view with ``bad_views="skip"``.
 
-Every file access goes through :mod:`openscene_ray.storage`, so ``s3://`` and ``memory://``
+Every file access goes through :mod:`openscene_ray.kernel.storage`, so ``s3://`` and ``memory://``
 roots work like local folders. Layouts are built by name with :func:`build_layout`; options come
 from each layout's typed config (a :class:`LayoutConfig` subclass) with ``key=value`` overrides.
 """
@@ -33,10 +33,10 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 from pydantic import Field
 
-from openscene_ray import images, safe_pickle, storage
-from openscene_ray.config import StrictModel, load_config
-from openscene_ray.datasets.manifest import SceneRecord, ViewRecord
-from openscene_ray.scene import IGNORE_LABEL, Scene, SceneError, pose_problem
+from openscene_ray.kernel import images, safe_load, storage
+from openscene_ray.kernel.config import StrictModel, load_config
+from openscene_ray.kernel.manifest import SceneRecord, ViewRecord
+from openscene_ray.kernel.scene import IGNORE_LABEL, Scene, SceneError, pose_problem
 
 __all__ = [
     "Layout",
@@ -446,7 +446,7 @@ def load_pth_points(uri: str, scene_id: str) -> tuple[np.ndarray, np.ndarray, np
     except storage.StorageError as exc:
         raise SceneError(scene_id, "points", f"cannot read file: {exc.reason}", uri) from None
     try:
-        obj = safe_pickle.loads(data, uri)
+        obj = safe_load.loads(data, uri)
     except pickle.UnpicklingError as exc:
         raise SceneError(scene_id, "points", str(exc).removeprefix(f"{uri}: "), uri) from None
     if not isinstance(obj, (tuple, list)) or not 1 <= len(obj) <= 3:

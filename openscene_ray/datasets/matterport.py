@@ -28,7 +28,6 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from openscene_ray import storage
 from openscene_ray.datasets.layouts import (
     Layout,
     LayoutConfig,
@@ -42,7 +41,8 @@ from openscene_ray.datasets.layouts import (
     read_matrix,
     register_layout,
 )
-from openscene_ray.scene import SceneError
+from openscene_ray.kernel import storage
+from openscene_ray.kernel.scene import SceneError
 
 __all__ = ["MatterportConfig", "MatterportLayout", "opengl_to_opencv", "select_views"]
 

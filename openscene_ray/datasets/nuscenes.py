@@ -28,7 +28,6 @@ import json
 import numpy as np
 from pydantic import Field
 
-from openscene_ray import storage
 from openscene_ray.datasets.layouts import (
     Layout,
     LayoutConfig,
@@ -41,7 +40,8 @@ from openscene_ray.datasets.layouts import (
     register_layout,
     validated_points,
 )
-from openscene_ray.scene import SceneError
+from openscene_ray.kernel import storage
+from openscene_ray.kernel.scene import SceneError
 
 __all__ = ["NuScenesCalibConfig", "NuScenesCalibLayout", "NuScenesConfig", "NuScenesLayout", "read_lidar_bin"]
 

@@ -42,8 +42,6 @@ from typing import Literal
 import numpy as np
 from pydantic import Field, model_validator
 
-from openscene_ray import images, storage
-from openscene_ray.datasets import manifest
 from openscene_ray.datasets.layouts import (
     Layout,
     LayoutConfig,
@@ -58,7 +56,8 @@ from openscene_ray.datasets.layouts import (
     stored_image_size,
     validated_points,
 )
-from openscene_ray.scene import IGNORE_LABEL, SceneError
+from openscene_ray.kernel import images, manifest, storage
+from openscene_ray.kernel.scene import IGNORE_LABEL, SceneError
 
 __all__ = ["PosedRGBDConfig", "PosedRGBDLayout", "VoxelCloud", "backproject", "read_ply_points", "read_trajectory_log"]
 

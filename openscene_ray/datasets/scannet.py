@@ -17,7 +17,6 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from openscene_ray import storage
 from openscene_ray.datasets.layouts import (
     Layout,
     LayoutConfig,
@@ -29,6 +28,7 @@ from openscene_ray.datasets.layouts import (
     numbered_frames_scene,
     register_layout,
 )
+from openscene_ray.kernel import storage
 
 __all__ = ["ScanNetConfig", "ScanNetLayout"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from openscene_ray.config import add_config_arguments, config_from_args
+from openscene_ray.kernel.config import add_config_arguments, config_from_args
 
 ALL_SPLITS = "all"
 

@@ -43,13 +43,19 @@ import numpy as np
 import pyarrow as pa
 from pydantic import Field, model_validator
 
-from openscene_ray import __version__, storage
-from openscene_ray.config import StrictModel
-from openscene_ray.datasets.manifest import SceneRecord, load_points, read_manifest
+from openscene_ray import __version__
 from openscene_ray.evaluation.metrics import MODES, Mode
-from openscene_ray.labels import get_label_set
-from openscene_ray.text import text_model_spec
-from openscene_ray.pipelines.ray_setup import DataContextConfig, ResourcesConfig, actor_pool_options, scene_blocks
+from openscene_ray.kernel import storage
+from openscene_ray.kernel.config import StrictModel
+from openscene_ray.kernel.labels import get_label_set
+from openscene_ray.kernel.manifest import SceneRecord, load_points, read_manifest
+from openscene_ray.kernel.ray_runtime import (
+    DataContextConfig,
+    ResourcesConfig,
+    actor_pool_options,
+    scene_blocks,
+)
+from openscene_ray.kernel.text import text_model_spec
 
 __all__ = [
     "ROW_SCHEMA",
@@ -224,7 +230,7 @@ class EvalActor:
         return row
 
     def _load_fused(self, scene_id: str, n: int) -> tuple[np.ndarray, np.ndarray, str]:
-        from openscene_ray.features import read_features, shard_uri
+        from openscene_ray.kernel.features import read_features, shard_uri
 
         shard = read_features(shard_uri(self.config.fusion_output, scene_id))
         warning = check_text_model(shard.metadata.get("text_model"), self.config.text, "the fusion shards")
@@ -284,9 +290,9 @@ class EvalActor:
     def _write_outputs(self, scene_id, xyz, rgb, labels, f2d, has2d, f3d, modes: list[str]) -> None:
         """PLYs and point features from one deterministic pass (what is scored unless TTA is on);
         ``f3d`` is that pass when a 3D mode already ran it."""
-        from openscene_ray.evaluation.ply import label_colors, write_ply
         from openscene_ray.evaluation.predict import predict
         from openscene_ray.evaluation.scene_eval import distill_features
+        from openscene_ray.kernel.ply import label_colors, write_ply
 
         out, k = self.config.output, self.text.num_classes
         if f3d is None and self.model is not None and self.config.save_point_features:
@@ -414,7 +420,11 @@ def mode_metrics(config: EvaluateConfig, totals: dict, counted: dict) -> dict[st
 
 def write_report(config: EvaluateConfig, rows: list[dict[str, Any]], summary: EvaluateSummary) -> None:
     """metrics.json, metrics.md and per-mode confusion-heatmap and IoU-bar PNGs under the run folder."""
-    from openscene_ray.evaluation.plots import confusion_heatmap_png, iou_bar_chart_png, markdown_table
+    from openscene_ray.evaluation.plots import (
+        confusion_heatmap_png,
+        iou_bar_chart_png,
+        markdown_table,
+    )
 
     labels = get_label_set(config.text.label_set)
     out, names = config.output, list(labels.class_names)
@@ -469,7 +479,7 @@ def build_dataset(config: EvaluateConfig, scenes: list[SceneRecord]):
 
 def run_evaluate(config: EvaluateConfig) -> EvaluateSummary:
     """Run the evaluation job (connecting to or starting Ray), write the report, return the summary."""
-    from openscene_ray.pipelines.ray_setup import configure_data_context, init_ray
+    from openscene_ray.kernel.ray_runtime import configure_data_context, init_ray
 
     start = time.perf_counter()
     scenes = select_scenes(config, read_manifest(config.manifest))

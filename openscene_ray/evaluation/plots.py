@@ -2,7 +2,7 @@
 
 Figures are drawn with matplotlib's object API on the Agg backend (no pyplot state, safe in
 worker threads), have a fixed pixel size and fixed axes margins, and are written as PNG through
-:func:`openscene_ray.storage.write_bytes`. Each call returns a :class:`PlotInfo` with the image
+:func:`openscene_ray.kernel.storage.write_bytes`. Each call returns a :class:`PlotInfo` with the image
 size and the pixel box of the data area, so the figure can be read back programmatically.
 """
 
@@ -17,7 +17,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from openscene_ray import storage
+from openscene_ray.kernel import storage
 
 __all__ = [
     "BAR_COLOR",

@@ -13,10 +13,10 @@ import torch
 
 from openscene_ray.evaluation.metrics import EvalCounts
 from openscene_ray.evaluation.predict import labels_from_logits, mode_logits
-from openscene_ray.labels import get_label_set
+from openscene_ray.kernel.labels import get_label_set
+from openscene_ray.kernel.text import build_text_encoder
 from openscene_ray.models.augment import AugmentConfig, augment_points
 from openscene_ray.models.voxelize import voxelize
-from openscene_ray.text import build_text_encoder
 
 __all__ = ["TextSpace", "build_text_space", "distill_features", "input_features", "scene_counts"]
 

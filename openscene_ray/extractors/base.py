@@ -20,7 +20,7 @@ from typing import Protocol
 
 import torch
 
-from openscene_ray.scene import View
+from openscene_ray.kernel.scene import View
 
 __all__ = ["Extractor", "build_extractor", "extractor_names", "register_extractor"]
 

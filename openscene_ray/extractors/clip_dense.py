@@ -30,9 +30,9 @@ from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 from open_clip.transformer import ResidualAttentionBlock, VisionTransformer
 
 from openscene_ray.extractors.base import register_extractor
-from openscene_ray.scene import View
-from openscene_ray.text import text_model_spec
-from openscene_ray.text_clip import load_clip_model, resolve_clip_weights
+from openscene_ray.kernel.clip import load_clip_model, resolve_clip_weights
+from openscene_ray.kernel.scene import View
+from openscene_ray.kernel.text import text_model_spec
 
 __all__ = ["ClipDenseExtractor"]
 

@@ -32,11 +32,11 @@ import numpy as np
 import torch
 import torchvision  # noqa: F401  (must be loaded before tensorflow, see the module docstring)
 
-from openscene_ray import storage
 from openscene_ray.extractors.base import register_extractor
-from openscene_ray.images import encode_jpeg
-from openscene_ray.scene import View
-from openscene_ray.text_clip import model_cache_dir
+from openscene_ray.kernel import storage
+from openscene_ray.kernel.clip import model_cache_dir
+from openscene_ray.kernel.images import encode_jpeg
+from openscene_ray.kernel.scene import View
 
 __all__ = ["OpenSegExtractor", "axis_tiles", "tile_grid"]
 

@@ -18,10 +18,10 @@ import torch
 import torch.nn.functional as F
 
 from openscene_ray.extractors.base import register_extractor
-from openscene_ray.images import resize_color, resize_nearest
-from openscene_ray.labels import get_label_set
-from openscene_ray.scene import IGNORE_LABEL, View
-from openscene_ray.text import build_text_encoder, text_model_spec
+from openscene_ray.kernel.images import resize_color, resize_nearest
+from openscene_ray.kernel.labels import get_label_set
+from openscene_ray.kernel.scene import IGNORE_LABEL, View
+from openscene_ray.kernel.text import build_text_encoder, text_model_spec
 
 __all__ = ["LabelOracleExtractor", "RGBExtractor"]
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from openscene_ray.scene import View, pose_problem
+from openscene_ray.kernel.scene import View, pose_problem
 
 __all__ = ["FusionParams", "FusionResult", "Projection", "fuse_views", "project", "visible_points"]
 

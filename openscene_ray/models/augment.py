@@ -23,7 +23,7 @@ import math
 import numpy as np
 from pydantic import field_validator
 
-from openscene_ray.config import StrictModel
+from openscene_ray.kernel.config import StrictModel
 
 __all__ = ["AugmentConfig", "augment_points", "elastic_distortion", "random_rotation"]
 

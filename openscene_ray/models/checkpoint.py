@@ -22,8 +22,9 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 from torch import nn
 
-from openscene_ray import __version__, storage
-from openscene_ray.config import StrictModel
+from openscene_ray import __version__
+from openscene_ray.kernel import storage
+from openscene_ray.kernel.config import StrictModel
 from openscene_ray.models.minkunet import MinkUNet, MinkUNetConfig
 
 __all__ = ["CheckpointError", "CheckpointMetadata", "load_checkpoint", "read_checkpoint_metadata", "save_checkpoint"]

@@ -29,7 +29,7 @@ from pydantic import field_validator
 from spconv.pytorch.conv import SparseConvolution
 from torch import nn
 
-from openscene_ray.config import StrictModel
+from openscene_ray.kernel.config import StrictModel
 
 __all__ = ["MinkUNetConfig", "MinkUNet", "build_model", "prepare_indices"]
 

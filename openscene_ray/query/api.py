@@ -14,7 +14,7 @@ A scene's per-point features come from one of three sources:
   the evaluation uses.
 
 The score of a point is the cosine between its feature and the query embedding. Heatmaps use
-:func:`~openscene_ray.evaluation.ply.heatmap_colors` (blue = low, yellow = high) scaled to each
+:func:`~openscene_ray.kernel.ply.heatmap_colors` (blue = low, yellow = high) scaled to each
 query's own min..max over the scene.
 """
 
@@ -32,12 +32,12 @@ from typing import Any
 import numpy as np
 from pydantic import Field, model_validator
 
-from openscene_ray import storage
-from openscene_ray.config import StrictModel
-from openscene_ray.datasets.manifest import SceneRecord, load_points, read_manifest
 from openscene_ray.evaluation.job import TextSpaceConfig, check_text_model
 from openscene_ray.evaluation.metrics import MODES, Mode
-from openscene_ray.pipelines.ray_setup import DataContextConfig
+from openscene_ray.kernel import storage
+from openscene_ray.kernel.config import StrictModel
+from openscene_ray.kernel.manifest import SceneRecord, load_points, read_manifest
+from openscene_ray.kernel.ray_runtime import DataContextConfig
 from openscene_ray.query.database import SearchSettings, cosine_scores, search_database
 
 __all__ = [
@@ -59,7 +59,7 @@ log = logging.getLogger(__name__)
 def embed_texts(texts: Sequence[str], encoder: str, options: dict[str, Any] | None = None,
                 template: str | None = None) -> np.ndarray:
     """float32 ``[Q, C]`` L2-normalised text embeddings (``template.format(text)`` when given)."""
-    from openscene_ray.text import build_text_encoder
+    from openscene_ray.kernel.text import build_text_encoder
 
     prompts = [template.format(t) if template else t for t in texts]
     return build_text_encoder(encoder, **(options or {})).encode(prompts)
@@ -82,7 +82,7 @@ def embed_images(images: Sequence, options: dict[str, Any], device: str = "cpu")
     import open_clip
     import torch
 
-    from openscene_ray.text_clip import load_clip_model, resolve_clip_weights
+    from openscene_ray.kernel.clip import load_clip_model, resolve_clip_weights
 
     weights = resolve_clip_weights(
         options.get("arch", "ViT-L-14-336"), options.get("checkpoint"), bool(options.get("random_init", False)),
@@ -139,7 +139,7 @@ def load_scene_features(record: SceneRecord, source: Mode = "fusion", *, fusion_
     f2d = has2d = f3d = None
     text_model = None
     if source in ("fusion", "ensemble"):
-        from openscene_ray.features import read_features, shard_uri
+        from openscene_ray.kernel.features import read_features, shard_uri
 
         shard = read_features(shard_uri(fusion_output, record.scene_id))
         f2d, has2d = shard.dense(n)
@@ -180,7 +180,7 @@ def write_heatmaps(scene: SceneFeatures, scores: np.ndarray, names: Sequence[str
                    view="top", size: int = 800) -> list[dict[str, Any]]:
     """Per query: ``<output>/<nn>_<name>.ply`` coloured blue→yellow by score (grey: no feature) and
     a ``.png`` rendering of it; returns one summary dict per query."""
-    from openscene_ray.evaluation.ply import heatmap_colors, render_points_png, write_ply
+    from openscene_ray.kernel.ply import heatmap_colors, render_points_png, write_ply
 
     results = []
     for q, name in enumerate(names):

@@ -32,8 +32,8 @@ import numpy as np
 import pyarrow.parquet as pq
 from pydantic import Field
 
-from openscene_ray import storage
-from openscene_ray.config import StrictModel
+from openscene_ray.kernel import storage
+from openscene_ray.kernel.config import StrictModel
 
 __all__ = ["RegionSettings", "SearchSettings", "ShardEntry", "cosine_scores", "list_shards", "scan_shard",
            "search_database", "voxel_components"]  # fmt: skip
@@ -92,7 +92,7 @@ def list_shards(database: str, manifest: str | None = None) -> list[ShardEntry]:
         raise ValueError(f"no feature shards (*.parquet) in {database} or {storage.join(database, 'features')}")
     points = {}
     if manifest is not None:
-        from openscene_ray.datasets.manifest import read_manifest
+        from openscene_ray.kernel.manifest import read_manifest
 
         points = {r.scene_id: r.points_uri for r in read_manifest(manifest)}
     entries = []
@@ -227,7 +227,11 @@ def _scan_with_ray(entries: list[ShardEntry], queries: np.ndarray, settings: Sea
                    data, address: str | None) -> list[dict[str, Any]]:
     import ray.data
 
-    from openscene_ray.pipelines.ray_setup import DataContextConfig, configure_data_context, init_ray
+    from openscene_ray.kernel.ray_runtime import (
+        DataContextConfig,
+        configure_data_context,
+        init_ray,
+    )
 
     init_ray(address)
     configure_data_context(data or DataContextConfig())

@@ -12,7 +12,14 @@ from openscene_ray.synth.render import (
     scannet_intrinsics,
     to_scene,
 )
-from openscene_ray.synth.world import Box, Cylinder, SynthConfig, SynthScene, generate_scene, sample_surface
+from openscene_ray.synth.world import (
+    Box,
+    Cylinder,
+    SynthConfig,
+    SynthScene,
+    generate_scene,
+    sample_surface,
+)
 from openscene_ray.synth.writer import write_world
 
 __all__ = [

@@ -13,8 +13,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from openscene_ray.scene import IGNORE_LABEL, Scene, View
-from openscene_ray.synth.world import NEAR_LIMIT, SynthConfig, SynthScene, shade, surface_normals
+from openscene_ray.kernel.scene import IGNORE_LABEL, Scene, View
+from openscene_ray.synth.world import (
+    NEAR_LIMIT,
+    SynthConfig,
+    SynthScene,
+    shade,
+    surface_normals,
+)
 
 __all__ = [
     "FRAME_STEP",
@@ -242,7 +248,7 @@ def render_views(scene: SynthScene, config: SynthConfig) -> list[SynthView]:
 
 
 def to_scene(scene: SynthScene, views: list[SynthView]) -> Scene:
-    """The validated :class:`openscene_ray.scene.Scene` of a synthetic scene and its rendered views."""
+    """The validated :class:`openscene_ray.kernel.scene.Scene` of a synthetic scene and its rendered views."""
     intrinsics = scannet_intrinsics()
     return Scene.create(
         scene.scene_id,

@@ -22,9 +22,9 @@ from typing import Literal
 import numpy as np
 from pydantic import Field, model_validator
 
-from openscene_ray.config import StrictModel
-from openscene_ray.labels import get_label_set
-from openscene_ray.scene import IGNORE_LABEL
+from openscene_ray.kernel.config import StrictModel
+from openscene_ray.kernel.labels import get_label_set
+from openscene_ray.kernel.scene import IGNORE_LABEL
 
 __all__ = [
     "NEAR_LIMIT",

@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import pickle
 from concurrent.futures import Future, ThreadPoolExecutor
+
 import numpy as np
 
-from openscene_ray import images, storage
-from openscene_ray.config import dump_config
+from openscene_ray.kernel import images, storage
+from openscene_ray.kernel.config import dump_config
 from openscene_ray.synth.render import SynthView, render_views
 from openscene_ray.synth.world import SynthConfig, SynthScene, generate_scene
 

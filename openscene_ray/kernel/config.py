@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from openscene_ray import storage
+from openscene_ray.kernel import storage
 
 __all__ = [
     "ConfigError",

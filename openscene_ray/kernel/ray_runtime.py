@@ -7,7 +7,7 @@ import os
 
 from pydantic import Field
 
-from openscene_ray.config import StrictModel
+from openscene_ray.kernel.config import StrictModel
 
 __all__ = [
     "DataContextConfig",
@@ -71,7 +71,7 @@ def scene_blocks(manifest: str, scene_ids: list[str], columns: list[str] | None 
     import ray.data
     from ray.data.expressions import col
 
-    from openscene_ray import storage
+    from openscene_ray.kernel import storage
 
     fs, path = storage.to_pyarrow_filesystem(manifest)
     ds = ray.data.read_parquet(path, filesystem=fs, columns=columns)

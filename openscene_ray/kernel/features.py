@@ -23,7 +23,8 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from openscene_ray import __version__, storage
+from openscene_ray import __version__
+from openscene_ray.kernel import storage
 
 __all__ = ["FeatureShard", "METADATA_KEYS", "feature_table", "read_features", "shard_uri", "write_features"]
 

@@ -39,14 +39,14 @@ from typing import Any
 import numpy as np
 from pydantic import Field, field_validator
 
-from openscene_ray import storage
-from openscene_ray.config import StrictModel
-from openscene_ray.datasets.manifest import read_manifest
-from openscene_ray.features import read_metadata, shard_uri
+from openscene_ray.distill.data import ChunkConfig
+from openscene_ray.kernel import storage
+from openscene_ray.kernel.config import StrictModel
+from openscene_ray.kernel.features import read_metadata, shard_uri
+from openscene_ray.kernel.manifest import read_manifest
+from openscene_ray.kernel.ray_runtime import DataContextConfig
 from openscene_ray.models.augment import AugmentConfig
 from openscene_ray.models.minkunet import MinkUNetConfig
-from openscene_ray.pipelines.ray_setup import DataContextConfig
-from openscene_ray.train.data import ChunkConfig
 
 __all__ = ["REFERENCE_EFFECTIVE_LR", "DistillConfig", "DistillSummary", "HookConfig", "export_model", "run_distill"]
 
@@ -163,10 +163,10 @@ def _check_inputs(config: DistillConfig, train) -> dict[str, Any]:
 
 
 def _loop_settings(config: DistillConfig, val, shard_metadata: dict[str, Any], steps_per_epoch: int):
+    from openscene_ray.distill.loop import LoopSettings
     from openscene_ray.evaluation.scene_eval import build_text_space
-    from openscene_ray.labels import get_label_set
+    from openscene_ray.kernel.labels import get_label_set
     from openscene_ray.models.checkpoint import CheckpointMetadata
-    from openscene_ray.train.loop import LoopSettings
 
     text = None
     if val and config.validate_every > 0:
@@ -197,9 +197,9 @@ def _loop_settings(config: DistillConfig, val, shard_metadata: dict[str, Any], s
 def export_model(config: DistillConfig, metadata, last_checkpoint=None) -> tuple[str, str]:
     """Write ``<run>/model`` from ``<run>/best`` if validation ever saved one, else from
     ``last_checkpoint`` (a ``ray.train.Checkpoint`` of this run); returns ``(uri, source)``."""
+    from openscene_ray.distill.loop import load_train_state
     from openscene_ray.models import build_model, load_checkpoint, save_checkpoint
     from openscene_ray.models.checkpoint import CONFIG_NAME
-    from openscene_ray.train.loop import load_train_state
 
     best_uri = storage.join(config.run_dir, BEST_DIR)
     if storage.exists(storage.join(best_uri, CONFIG_NAME)):
@@ -229,9 +229,9 @@ def run_distill(config: DistillConfig) -> DistillSummary:
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    from openscene_ray.pipelines.ray_setup import configure_data_context, init_ray
-    from openscene_ray.train.data import training_rows
-    from openscene_ray.train.loop import train_loop_per_worker
+    from openscene_ray.distill.data import training_rows
+    from openscene_ray.distill.loop import train_loop_per_worker
+    from openscene_ray.kernel.ray_runtime import configure_data_context, init_ray
 
     start = time.perf_counter()
     records = read_manifest(config.manifest)

@@ -27,11 +27,16 @@ from typing import Any
 import numpy as np
 from pydantic import Field
 
-from openscene_ray import storage
-from openscene_ray.config import StrictModel
-from openscene_ray.datasets.manifest import SceneRecord, load_points, load_view, read_manifest
-from openscene_ray.features import read_metadata, shard_uri, write_features
-from openscene_ray.pipelines.ray_setup import (
+from openscene_ray.kernel import storage
+from openscene_ray.kernel.config import StrictModel
+from openscene_ray.kernel.features import read_metadata, shard_uri, write_features
+from openscene_ray.kernel.manifest import (
+    SceneRecord,
+    load_points,
+    load_view,
+    read_manifest,
+)
+from openscene_ray.kernel.ray_runtime import (
     DataContextConfig,
     ResourcesConfig,
     actor_pool_options,
@@ -39,7 +44,7 @@ from openscene_ray.pipelines.ray_setup import (
     init_ray,
     scene_blocks,
 )
-from openscene_ray.scene import Scene, SceneError
+from openscene_ray.kernel.scene import Scene, SceneError
 
 __all__ = [
     "ExtractorConfig",
@@ -222,7 +227,7 @@ def plan_scenes(config: FuseConfig, records: list[SceneRecord]) -> tuple[list[Sc
 
 def load_scene_row(row: dict[str, Any], run_id: str) -> dict[str, Any]:
     """CPU stage: one manifest row → the packed, validated scene (or an error)."""
-    from openscene_ray.pipelines.scene_payload import pack_scene
+    from openscene_ray.fusion.payload import pack_scene
 
     record = SceneRecord.from_row(row)
     start = time.perf_counter()
@@ -261,7 +266,7 @@ class FuseActor:
         self.output = output
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
-        from openscene_ray.pipelines.scene_payload import unpack_scene
+        from openscene_ray.fusion.payload import unpack_scene
 
         rows = []
         for record_json, payload, error, load_seconds, run_id in zip(

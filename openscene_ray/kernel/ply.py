@@ -1,6 +1,6 @@
 """Point-cloud outputs: binary PLY files, heatmap and label colours, and a small PNG point renderer.
 
-Everything is written through :func:`openscene_ray.storage.write_bytes`, so local paths,
+Everything is written through :func:`openscene_ray.kernel.storage.write_bytes`, so local paths,
 ``s3://`` and ``memory://`` URIs all work.
 
 Heatmap colours follow the paper's open-vocabulary query figures (low = blue, high = yellow):
@@ -15,8 +15,8 @@ import io
 
 import numpy as np
 
-from openscene_ray import storage
 from openscene_ray.evaluation.metrics import UNKNOWN
+from openscene_ray.kernel import storage
 
 __all__ = [
     "IGNORE_COLOR",

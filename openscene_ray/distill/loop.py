@@ -25,16 +25,22 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from openscene_ray import storage
-from openscene_ray.datasets.manifest import load_points
+from openscene_ray.distill.data import SparseCollate
 from openscene_ray.evaluation.metrics import EvalCounts, compute_metrics
 from openscene_ray.evaluation.scene_eval import TextSpace, scene_counts
-from openscene_ray.models import CheckpointMetadata, MinkUNet, build_model, cosine_distill_loss, save_checkpoint
+from openscene_ray.kernel import storage
+from openscene_ray.kernel.manifest import load_points
+from openscene_ray.models import (
+    CheckpointMetadata,
+    MinkUNet,
+    build_model,
+    cosine_distill_loss,
+    save_checkpoint,
+)
 from openscene_ray.models.checkpoint import CONFIG_NAME, read_checkpoint_metadata
-from openscene_ray.train.data import SparseCollate
 
 if TYPE_CHECKING:
-    from openscene_ray.train.trainer import DistillConfig
+    from openscene_ray.distill.job import DistillConfig
 
 __all__ = ["STATE_FILE", "LoopSettings", "load_train_state", "poly_lambda", "save_train_state", "train_loop_per_worker"]
 

@@ -4,7 +4,7 @@
 parallel prompt embeddings, so they make a poor target): each prompt gets a fixed Gaussian
 direction derived from a hash of the prompt and the seed, so the same prompt always has the same
 embedding in every process. Real CLIP text towers register here too: ``open_clip`` lives in
-:mod:`openscene_ray.text_clip`, imported on first use so open_clip loads only when asked for.
+:mod:`openscene_ray.kernel.clip`, imported on first use so open_clip loads only when asked for.
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ class SyntheticTextEncoder:
 
 _FACTORIES: dict[str, Callable[..., TextEncoder]] = {}
 # kind -> module that registers it on import.
-_MODULES = {"open_clip": "openscene_ray.text_clip"}
+_MODULES = {"open_clip": "openscene_ray.kernel.clip"}
 
 
 def register_text_encoder(kind: str, factory: Callable[..., TextEncoder]) -> None:

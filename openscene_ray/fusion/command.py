@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from openscene_ray.config import add_config_arguments, config_from_args
+from openscene_ray.kernel.config import add_config_arguments, config_from_args
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -17,7 +17,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from openscene_ray.pipelines.fuse import FuseConfig, run_fuse
+    from openscene_ray.fusion.job import FuseConfig, run_fuse
 
     flags = {key: getattr(args, key) for key in ("manifest", "output", "address", "overwrite")}
     summary = run_fuse(config_from_args(FuseConfig, args, flags))

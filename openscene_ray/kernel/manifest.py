@@ -14,8 +14,8 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import pyarrow as pa
 
-from openscene_ray import images, storage
-from openscene_ray.scene import IGNORE_LABEL, Scene, SceneError, View
+from openscene_ray.kernel import images, storage
+from openscene_ray.kernel.scene import IGNORE_LABEL, Scene, SceneError, View
 
 __all__ = [
     "MANIFEST_SCHEMA",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from openscene_ray.config import add_config_arguments, config_from_args
+from openscene_ray.kernel.config import add_config_arguments, config_from_args
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -18,7 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from openscene_ray.train.trainer import DistillConfig, run_distill
+    from openscene_ray.distill.job import DistillConfig, run_distill
 
     flags = {key: getattr(args, key) for key in ("manifest", "features", "storage_path", "name", "address")}
     summary = run_distill(config_from_args(DistillConfig, args, flags))

@@ -27,11 +27,11 @@ import torch
 from pydantic import Field
 from ray.data.collate_fn import NumpyBatchCollateFn
 
-from openscene_ray.config import StrictModel
-from openscene_ray.datasets.manifest import SceneRecord, load_points
 from openscene_ray.evaluation.scene_eval import input_features
-from openscene_ray.features import read_features, shard_uri
 from openscene_ray.fusion.chunks import random_chunks
+from openscene_ray.kernel.config import StrictModel
+from openscene_ray.kernel.features import read_features, shard_uri
+from openscene_ray.kernel.manifest import SceneRecord, load_points
 from openscene_ray.models.augment import AugmentConfig, augment_points
 from openscene_ray.models.voxelize import batch_voxels, voxelize
 

@@ -31,8 +31,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from openscene_ray import storage
-from openscene_ray.text import register_text_encoder
+from openscene_ray.kernel import storage
+from openscene_ray.kernel.text import register_text_encoder
 
 __all__ = ["ClipWeights", "OpenClipTextEncoder", "load_clip_model", "model_cache_dir", "resolve_clip_weights"]
 

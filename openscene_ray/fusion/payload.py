@@ -10,7 +10,7 @@ import io
 
 import numpy as np
 
-from openscene_ray.scene import Scene, View
+from openscene_ray.kernel.scene import Scene, View
 
 __all__ = ["pack_scene", "unpack_scene"]
 
