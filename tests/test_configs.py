@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from openscene_ray.datasets.layouts import build_layout
-from openscene_ray.extractors.base import _MODULES, extractor_names
+from openscene_ray.extractors.base import EXTRACTORS, extractor_names
 from openscene_ray.kernel.config import load_config
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -31,11 +31,7 @@ def test_fuse_configs(path, profile):
     config = load_config(FuseConfig, [str(path), str(CONFIGS / "profiles" / profile / "fuse.yaml")])
     assert config.extractor.name in extractor_names()
     # the options bind to the extractor's real constructor (no typo survives to the cluster)
-    import importlib
-
-    module = importlib.import_module(_MODULES[config.extractor.name])
-    factory = {"openseg": "OpenSegExtractor", "clip-dense": "ClipDenseExtractor"}[config.extractor.name]
-    inspect.signature(getattr(module, factory)).bind(**config.extractor.options)
+    inspect.signature(EXTRACTORS.get(config.extractor.name)).bind(**config.extractor.options)
     if profile == "cluster":
         assert config.resources.gpus_per_actor == 1 and config.resources.max_actors > 1
 

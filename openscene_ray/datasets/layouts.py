@@ -16,7 +16,6 @@ from each layout's typed config (a :class:`LayoutConfig` subclass) with ``key=va
 
 from __future__ import annotations
 
-import importlib
 import io
 import logging
 import math
@@ -36,6 +35,7 @@ from pydantic import Field
 from openscene_ray.kernel import images, safe_load, storage
 from openscene_ray.kernel.config import StrictModel, load_config
 from openscene_ray.kernel.manifest import SceneRecord, ViewRecord
+from openscene_ray.kernel.registry import Registry
 from openscene_ray.kernel.scene import IGNORE_LABEL, Scene, SceneError, pose_problem
 
 __all__ = [
@@ -536,40 +536,26 @@ def list_split_scenes(points_root: str, split: str | None, suffix: str = ".pth")
 
 # ---- registry -------------------------------------------------------------------------------
 
-_BUILTIN_MODULES = {
-    "scannet": "openscene_ray.datasets.scannet",
-    "matterport": "openscene_ray.datasets.matterport",
-    "replica": "openscene_ray.datasets.replica",
-    "nuscenes": "openscene_ray.datasets.nuscenes",
-    "nuscenes-calib": "openscene_ray.datasets.nuscenes",
-    "posed-rgbd": "openscene_ray.datasets.posed_rgbd",
-}
-_LAYOUTS: dict[str, type[Layout]] = {}
+LAYOUTS: Registry[type[Layout]] = Registry(
+    "layout",
+    lazy_modules={
+        "scannet": "openscene_ray.datasets.scannet",
+        "matterport": "openscene_ray.datasets.matterport",
+        "replica": "openscene_ray.datasets.replica",
+        "nuscenes": "openscene_ray.datasets.nuscenes",
+        "nuscenes-calib": "openscene_ray.datasets.nuscenes",
+        "posed-rgbd": "openscene_ray.datasets.posed_rgbd",
+    },
+)
+layout_names = LAYOUTS.names
+get_layout = LAYOUTS.get
 
 LayoutT = TypeVar("LayoutT", bound=type[Layout])
 
 
 def register_layout(cls: LayoutT) -> LayoutT:
     """Class decorator: make a :class:`Layout` subclass available by its ``name``."""
-    existing = _LAYOUTS.get(cls.name)
-    if existing is not None and existing is not cls:
-        raise ValueError(f"layout {cls.name!r} is already registered")
-    _LAYOUTS[cls.name] = cls
-    return cls
-
-
-def layout_names() -> list[str]:
-    return sorted(set(_BUILTIN_MODULES) | set(_LAYOUTS))
-
-
-def get_layout(name: str) -> type[Layout]:
-    """The layout class registered as ``name`` (built-in modules are imported on first use)."""
-    if name not in _LAYOUTS and name in _BUILTIN_MODULES:
-        importlib.import_module(_BUILTIN_MODULES[name])
-    try:
-        return _LAYOUTS[name]
-    except KeyError:
-        raise KeyError(f"unknown layout {name!r}; known: {', '.join(layout_names())}") from None
+    return LAYOUTS.register(cls.name, cls)
 
 
 def build_layout(

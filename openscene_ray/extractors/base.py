@@ -14,15 +14,15 @@ factories, never at import time of this package.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
 import torch
 
+from openscene_ray.kernel.registry import Registry
 from openscene_ray.kernel.scene import View
 
-__all__ = ["Extractor", "build_extractor", "extractor_names", "register_extractor"]
+__all__ = ["EXTRACTORS", "Extractor", "build_extractor", "extractor_names", "register_extractor"]
 
 
 class Extractor(Protocol):
@@ -36,39 +36,22 @@ class Extractor(Protocol):
         ...
 
 
-_FACTORIES: dict[str, Callable[..., Extractor]] = {}
-
-# name -> module that registers it; imported on first use so TF/open_clip load only when asked for.
-_MODULES = {
-    "rgb": "openscene_ray.extractors.simple",
-    "label-oracle": "openscene_ray.extractors.simple",
-    "openseg": "openscene_ray.extractors.openseg",
-    "clip-dense": "openscene_ray.extractors.clip_dense",
-}
-
-
-def register_extractor(name: str, factory: Callable[..., Extractor]) -> None:
-    if name in _FACTORIES:
-        raise ValueError(f"extractor {name!r} is already registered")
-    _FACTORIES[name] = factory
-
-
-def extractor_names() -> list[str]:
-    return sorted(set(_MODULES) | set(_FACTORIES))
+# Built-ins are imported on first use so that TensorFlow and open_clip load only when asked for;
+# ``package.module:factory`` names load a user's own extractor (importable on the workers).
+EXTRACTORS: Registry[Callable[..., Extractor]] = Registry(
+    "extractor",
+    lazy_modules={
+        "rgb": "openscene_ray.extractors.simple",
+        "label-oracle": "openscene_ray.extractors.simple",
+        "openseg": "openscene_ray.extractors.openseg",
+        "clip-dense": "openscene_ray.extractors.clip_dense",
+    },
+    plugins=True,
+)
+register_extractor = EXTRACTORS.register
+extractor_names = EXTRACTORS.names
 
 
 def build_extractor(name: str, **options) -> Extractor:
     """Build the extractor ``name`` with its options (see each extractor's factory)."""
-    if ":" in name:
-        module_name, _, attribute = name.partition(":")
-        try:
-            return getattr(importlib.import_module(module_name), attribute)(**options)
-        except (ImportError, AttributeError) as exc:
-            raise KeyError(f"cannot load plugin extractor {name!r}: {exc}") from None
-    if name not in _FACTORIES and name in _MODULES:
-        importlib.import_module(_MODULES[name])
-    try:
-        factory = _FACTORIES[name]
-    except KeyError:
-        raise KeyError(f"unknown extractor {name!r}; known: {', '.join(extractor_names())}") from None
-    return factory(**options)
+    return EXTRACTORS.get(name)(**options)

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-__all__ = ["PROMPT_TEMPLATE", "LabelSet", "get_label_set", "label_set_names", "register_label_set"]
+from openscene_ray.kernel.registry import Registry
+
+__all__ = ["LABEL_SETS", "PROMPT_TEMPLATE", "LabelSet", "get_label_set", "label_set_names", "register_label_set"]
 
 PROMPT_TEMPLATE = "a {} in a scene"
 
@@ -55,26 +57,20 @@ class LabelSet:
         return list(range(self.num_classes))
 
 
-_REGISTRY: dict[str, LabelSet] = {}
+LABEL_SETS: Registry[LabelSet] = Registry("label set")
 
 
 def register_label_set(label_set: LabelSet) -> LabelSet:
-    for key in (label_set.name, *label_set.aliases):
-        if key in _REGISTRY:
-            raise ValueError(f"label set {key!r} is already registered")
-        _REGISTRY[key] = label_set
-    return label_set
+    """Make ``label_set`` available by its name and aliases."""
+    return LABEL_SETS.register(label_set.name, label_set, aliases=label_set.aliases)
 
 
-def get_label_set(name: str) -> LabelSet:
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise KeyError(f"unknown label set {name!r}; known: {', '.join(label_set_names())}") from None
+get_label_set = LABEL_SETS.get
 
 
 def label_set_names() -> list[str]:
-    return sorted({ls.name for ls in _REGISTRY.values()})
+    """The label sets' names (aliases excluded)."""
+    return sorted(ls.name for ls in LABEL_SETS.values())
 
 
 SCANNET_20 = (

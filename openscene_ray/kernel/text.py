@@ -10,13 +10,15 @@ embedding in every process. Real CLIP text towers register here too: ``open_clip
 from __future__ import annotations
 
 import hashlib
-import importlib
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import numpy as np
 
+from openscene_ray.kernel.registry import Registry
+
 __all__ = [
+    "TEXT_ENCODERS",
     "SyntheticTextEncoder",
     "TextEncoder",
     "build_text_encoder",
@@ -69,30 +71,17 @@ class SyntheticTextEncoder:
         return l2_normalize(np.asarray(rows, dtype=np.float64).reshape(len(rows), self.dim))
 
 
-_FACTORIES: dict[str, Callable[..., TextEncoder]] = {}
-# kind -> module that registers it on import.
-_MODULES = {"open_clip": "openscene_ray.kernel.clip"}
-
-
-def register_text_encoder(kind: str, factory: Callable[..., TextEncoder]) -> None:
-    if kind in _FACTORIES:
-        raise ValueError(f"text encoder {kind!r} is already registered")
-    _FACTORIES[kind] = factory
-
-
-def text_encoder_names() -> list[str]:
-    return sorted(set(_FACTORIES) | set(_MODULES))
+# open_clip registers itself when its module is first imported (open_clip loads only when asked for).
+TEXT_ENCODERS: Registry[Callable[..., TextEncoder]] = Registry(
+    "text encoder", lazy_modules={"open_clip": "openscene_ray.kernel.clip"}
+)
+register_text_encoder = TEXT_ENCODERS.register
+text_encoder_names = TEXT_ENCODERS.names
 
 
 def build_text_encoder(kind: str, **kwargs) -> TextEncoder:
     """Build a registered text encoder, e.g. ``build_text_encoder("synthetic", dim=64, seed=0)``."""
-    if kind not in _FACTORIES and kind in _MODULES:
-        importlib.import_module(_MODULES[kind])
-    try:
-        factory = _FACTORIES[kind]
-    except KeyError:
-        raise KeyError(f"unknown text encoder {kind!r}; known: {', '.join(text_encoder_names())}") from None
-    return factory(**kwargs)
+    return TEXT_ENCODERS.get(kind)(**kwargs)
 
 
 register_text_encoder("synthetic", SyntheticTextEncoder)
