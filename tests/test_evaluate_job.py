@@ -24,8 +24,9 @@ from openscene_ray.evaluation.scene_eval import build_text_space, scene_counts
 from openscene_ray.kernel.config import ConfigError, load_config
 from openscene_ray.kernel.features import read_features, shard_uri
 from openscene_ray.kernel.manifest import load_points, write_manifest
-from openscene_ray.kernel.ply import label_palette, read_ply
+from openscene_ray.kernel.ply import read_ply
 from openscene_ray.kernel.text import text_model_spec
+from openscene_ray.kernel.visual import label_palette
 from openscene_ray.models.checkpoint import save_checkpoint
 from openscene_ray.models.loss import cosine_distill_loss
 from openscene_ray.models.minkunet import MinkUNet, MinkUNetConfig

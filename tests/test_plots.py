@@ -15,16 +15,15 @@ from openscene_ray.evaluation.plots import (
     markdown_table,
 )
 from openscene_ray.kernel import storage
-from openscene_ray.kernel.ply import (
+from openscene_ray.kernel.ply import read_ply, write_ply
+from openscene_ray.kernel.visual import (
     IGNORE_COLOR,
     UNKNOWN_COLOR,
     heatmap_colors,
     label_colors,
     label_palette,
-    read_ply,
     render_points,
     render_points_png,
-    write_ply,
 )
 
 VIRIDIS = colormaps["viridis"](np.linspace(0, 1, 256))[:, :3] * 255

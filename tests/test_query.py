@@ -20,12 +20,8 @@ from openscene_ray.kernel.config import ConfigError, load_config
 from openscene_ray.kernel.features import write_features
 from openscene_ray.kernel.labels import PROMPT_TEMPLATE, get_label_set
 from openscene_ray.kernel.manifest import load_points
-from openscene_ray.kernel.ply import (
-    UNKNOWN_COLOR,
-    heatmap_colors,
-    read_ply,
-    render_points,
-)
+from openscene_ray.kernel.ply import read_ply
+from openscene_ray.kernel.visual import UNKNOWN_COLOR, heatmap_colors, render_points
 from openscene_ray.query.api import (
     QueryConfig,
     embed_images,

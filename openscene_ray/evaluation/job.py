@@ -292,7 +292,8 @@ class EvalActor:
         ``f3d`` is that pass when a 3D mode already ran it."""
         from openscene_ray.evaluation.predict import predict
         from openscene_ray.evaluation.scene_eval import distill_features
-        from openscene_ray.kernel.ply import label_colors, write_ply
+        from openscene_ray.kernel.ply import write_ply
+        from openscene_ray.kernel.visual import label_colors
 
         out, k = self.config.output, self.text.num_classes
         if f3d is None and self.model is not None and self.config.save_point_features:

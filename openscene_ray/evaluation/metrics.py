@@ -28,6 +28,8 @@ from typing import Literal, get_args
 
 import numpy as np
 
+from openscene_ray.kernel.scene import UNKNOWN_LABEL
+
 __all__ = [
     "IGNORE_LABEL",
     "MODES",
@@ -40,7 +42,7 @@ __all__ = [
 ]
 
 IGNORE_LABEL = 255
-UNKNOWN = -1
+UNKNOWN = UNKNOWN_LABEL
 # The zero-shot evaluation modes (OpenScene §3.3): 2D fused features, the distilled 3D network,
 # and their per-point ensemble.
 Mode = Literal["fusion", "distill", "ensemble"]

@@ -11,9 +11,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["IGNORE_LABEL", "SceneError", "Scene", "View", "pose_problem"]
+__all__ = ["IGNORE_LABEL", "UNKNOWN_LABEL", "SceneError", "Scene", "View", "pose_problem"]
 
 IGNORE_LABEL = 255
+UNKNOWN_LABEL = -1  # a prediction of "no class" (fusion mode: no view saw the point)
 log = logging.getLogger(__name__)
 
 

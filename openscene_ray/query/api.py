@@ -180,7 +180,8 @@ def write_heatmaps(scene: SceneFeatures, scores: np.ndarray, names: Sequence[str
                    view="top", size: int = 800) -> list[dict[str, Any]]:
     """Per query: ``<output>/<nn>_<name>.ply`` coloured blue→yellow by score (grey: no feature) and
     a ``.png`` rendering of it; returns one summary dict per query."""
-    from openscene_ray.kernel.ply import heatmap_colors, render_points_png, write_ply
+    from openscene_ray.kernel.ply import write_ply
+    from openscene_ray.kernel.visual import heatmap_colors, render_points_png
 
     results = []
     for q, name in enumerate(names):
