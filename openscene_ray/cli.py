@@ -1,8 +1,8 @@
 """The ``openscene-ray`` console script.
 
-Each subcommand lives in its own module, which defines ``add_arguments(parser)`` and
-``run(args) -> int``. Modules keep heavy imports (TensorFlow, torch, Ray) inside ``run`` so that
-``openscene-ray --help`` stays fast. New stages plug in by adding a row to :data:`COMMANDS`.
+Each subcommand is a stage of :data:`~openscene_ray.kernel.stages.STAGES`, whose command module
+defines ``add_arguments(parser)`` and ``run(args) -> int``. Modules keep heavy imports
+(TensorFlow, torch, Ray) inside ``run`` so that ``openscene-ray --help`` stays fast.
 """
 
 from __future__ import annotations
@@ -13,19 +13,9 @@ import logging
 import os
 import sys
 
-__all__ = ["COMMANDS", "build_parser", "main"]
+from openscene_ray.kernel.stages import STAGES
 
-# (name, module, one-line help)
-COMMANDS: list[tuple[str, str, str]] = [
-    ("synth", "openscene_ray.synth.command", "write a synthetic posed RGB-D world with ground truth"),
-    ("ingest", "openscene_ray.datasets.command", "read a dataset layout into a scene manifest + points Parquet"),
-    ("fuse", "openscene_ray.fusion.command", "multi-view 2D->3D feature fusion as a Ray Data job"),
-    ("distill", "openscene_ray.distill.command", "distill a MinkUNet18A from fused features with Ray Train"),
-    ("evaluate", "openscene_ray.evaluation.command", "zero-shot evaluation: fusion / distill / ensemble"),
-    ("query", "openscene_ray.query.command", "open-vocabulary queries over scenes and feature databases"),
-    ("demo", "openscene_ray.demo", "run every stage end to end on a small synthetic world"),
-]
-
+__all__ = ["build_parser", "main"]
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -34,9 +24,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name, module_name, help_text in COMMANDS:
-        module = importlib.import_module(module_name)
-        p = sub.add_parser(name, help=help_text, description=help_text)
+    for stage in STAGES.values():
+        module = importlib.import_module(stage.command)
+        p = sub.add_parser(stage.name, help=stage.help, description=stage.help)
         module.add_arguments(p)
         p.set_defaults(_run=module.run)
     return parser

@@ -95,7 +95,8 @@ _S3_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION", "OPENSCEN
 
 SYNTHETIC_VISIBILITY = 0.05
 # The label-oracle extractor the Ray tests fuse with: 32-d seeded synthetic text space.
-ORACLE = {"label_set": "scannet20", "text_encoder": "synthetic", "text_options": {"dim": 32, "seed": 0}}
+TEXT = {"label_set": "scannet20", "encoder": "synthetic", "options": {"dim": 32, "seed": 0}}
+ORACLE = {"text": TEXT}
 
 
 class SyntheticWorld:
@@ -157,12 +158,13 @@ def ray_session(s3_server):
 @pytest.fixture(scope="session")
 def fused(ray_session, synthetic_world, tmp_path_factory) -> str:
     """The fusion job's output for the synthetic world (label-oracle features); read-only for tests."""
-    from openscene_ray.fusion.job import FuseConfig, run_fuse
+    from openscene_ray.fusion.config import FuseConfig
+    from openscene_ray.fusion.job import run_fuse
     from openscene_ray.kernel.config import load_config
 
     output = str(tmp_path_factory.mktemp("fused"))
     config = load_config(FuseConfig, base={
-        "manifest": synthetic_world.manifest, "output": output,
+        "manifest": synthetic_world.manifest, "fused": output,
         "extractor": {"name": "label-oracle", "options": ORACLE},
         "resources": {"min_actors": 1, "max_actors": 2, "gpus_per_actor": 1, "cpus_per_actor": 1},
     })  # fmt: skip

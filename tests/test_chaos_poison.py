@@ -9,7 +9,7 @@ import pickle
 import pytest
 import torch
 
-from openscene_ray.distill.loop import (
+from openscene_ray.kernel.train_runtime import (
     STATE_FILE,
     load_train_state,
     poly_lambda,

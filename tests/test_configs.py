@@ -26,7 +26,7 @@ def test_ingest_configs(path):
 @pytest.mark.parametrize("profile", PROFILES)
 @pytest.mark.parametrize("path", _yaml("fuse"), ids=lambda p: p.stem)
 def test_fuse_configs(path, profile):
-    from openscene_ray.fusion.job import FuseConfig
+    from openscene_ray.fusion.config import FuseConfig
 
     config = load_config(FuseConfig, [str(path), str(CONFIGS / "profiles" / profile / "fuse.yaml")])
     assert config.extractor.name in extractor_names()
@@ -39,10 +39,10 @@ def test_fuse_configs(path, profile):
 @pytest.mark.parametrize("profile", PROFILES)
 @pytest.mark.parametrize("path", _yaml("distill"), ids=lambda p: p.stem)
 def test_distill_configs(path, profile):
-    from openscene_ray.distill.job import DistillConfig
+    from openscene_ray.distill.config import DistillConfig
 
     config = load_config(DistillConfig, [str(path), str(CONFIGS / "profiles" / profile / "distill.yaml")])
-    assert config.model.out_channels == 768 and config.text_options["arch"] == "ViT-L-14-336"
+    assert config.model.out_channels == 768 and config.text.options["arch"] == "ViT-L-14-336"
     assert config.voxel_size == (0.05 if "nuscenes" in path.stem else 0.02)
     assert config.use_gpu == (profile == "cluster")
 
@@ -50,7 +50,7 @@ def test_distill_configs(path, profile):
 @pytest.mark.parametrize("profile", PROFILES)
 @pytest.mark.parametrize("path", _yaml("evaluate"), ids=lambda p: p.stem)
 def test_evaluate_configs(path, profile):
-    from openscene_ray.evaluation.job import EvaluateConfig
+    from openscene_ray.evaluation.config import EvaluateConfig
     from openscene_ray.kernel.labels import get_label_set
 
     config = load_config(EvaluateConfig, [str(path), str(CONFIGS / "profiles" / profile / "evaluate.yaml")])

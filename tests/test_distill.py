@@ -7,16 +7,16 @@ import os
 import numpy as np
 import pytest
 import torch
-from conftest import ORACLE
+from conftest import TEXT
 
-from openscene_ray.distill.data import ChunkConfig, SparseCollate, training_rows
-from openscene_ray.distill.job import DistillConfig, export_model, run_distill
-from openscene_ray.distill.loop import poly_lambda
-from openscene_ray.evaluation.scene_eval import distill_features
+from openscene_ray.distill.config import DistillConfig
+from openscene_ray.distill.data import SparseCollate, training_rows
+from openscene_ray.distill.job import export_model, run_distill
 from openscene_ray.kernel import storage
 from openscene_ray.kernel.config import load_config
 from openscene_ray.kernel.features import read_metadata, shard_uri, write_features
 from openscene_ray.kernel.manifest import load_points
+from openscene_ray.kernel.train_runtime import poly_lambda
 from openscene_ray.models import (
     AugmentConfig,
     CheckpointMetadata,
@@ -24,6 +24,8 @@ from openscene_ray.models import (
     load_checkpoint,
     save_checkpoint,
 )
+from openscene_ray.models.inference import distill_features
+from openscene_ray.models.transforms import ChunkConfig
 
 SMALL_NET = {"out_channels": 32, "init_dim": 16, "planes": [16, 32, 64, 64, 64, 32, 32, 32], "layers": [1] * 8}
 VOXEL = 0.1
@@ -125,11 +127,11 @@ def test_poly_schedule():
 
 
 def test_preflight_rejects_a_head_that_does_not_match_the_shards(synthetic_world, index_shards, tmp_path):
-    base = {"manifest": synthetic_world.manifest, "features": index_shards, "storage_path": str(tmp_path)}
+    base = {"manifest": synthetic_world.manifest, "fused": index_shards, "storage_path": str(tmp_path)}
     with pytest.raises(ValueError, match="model.out_channels=768 but the feature shards .* feature_dim=4"):
         run_distill(load_config(DistillConfig, base=base))
     with pytest.raises(ValueError, match="2 train scene\\(s\\) have no feature shard"):
-        run_distill(load_config(DistillConfig, base=base | {"features": str(tmp_path / "empty")}))
+        run_distill(load_config(DistillConfig, base=base | {"fused": str(tmp_path / "empty")}))
     assert not os.listdir(tmp_path)  # nothing started, nothing written
 
 
@@ -137,7 +139,7 @@ def test_export_prefers_best_and_falls_back_to_the_last_checkpoint(tmp_path):
     from ray.train import Checkpoint
 
     config = load_config(DistillConfig, base={
-        "manifest": "unused", "features": "unused", "storage_path": str(tmp_path), "name": "run", "model": SMALL_NET,
+        "manifest": "unused", "fused": "unused", "storage_path": str(tmp_path), "name": "run", "model": SMALL_NET,
     })  # fmt: skip
     metadata = CheckpointMetadata(voxel_size=VOXEL, text_model="t", feature_dim=32, extra={"run": "run"})
     torch.manual_seed(1)
@@ -164,12 +166,12 @@ def test_export_prefers_best_and_falls_back_to_the_last_checkpoint(tmp_path):
 # ---------------------------------------------------------------- Ray Train (2 CPU workers)
 
 
-def _config(world, features, storage_path, name, **overrides) -> DistillConfig:
+def _config(world, fused, storage_path, name, **overrides) -> DistillConfig:
     base = {
-        "manifest": world.manifest, "features": features, "storage_path": storage_path, "name": name,
+        "manifest": world.manifest, "fused": fused, "storage_path": storage_path, "name": name,
         "model": SMALL_NET, "voxel_size": VOXEL, "batch_size": 1, "lr": 5e-3, "workers": 2, "cpus_per_worker": 1,
         "chunks": {"n_split_points": 3000, "num_chunks": 3}, "max_failures": 1,
-        **{key: ORACLE[key] for key in ("label_set", "text_encoder", "text_options")},
+        "text": TEXT,
     }  # fmt: skip
     return load_config(DistillConfig, base=base | overrides)
 
@@ -177,9 +179,10 @@ def _config(world, features, storage_path, name, **overrides) -> DistillConfig:
 def _val_miou(model, world) -> float:
     """Val mIoU computed in this process with the evaluation code."""
     from openscene_ray.evaluation.metrics import EvalCounts, compute_metrics
-    from openscene_ray.evaluation.scene_eval import build_text_space, scene_counts
+    from openscene_ray.evaluation.scoring import scene_counts
+    from openscene_ray.kernel.text import TextSpaceConfig, build_text_space
 
-    text = build_text_space(ORACLE["label_set"], ORACLE["text_encoder"], ORACLE["text_options"])
+    text = build_text_space(TextSpaceConfig(**TEXT))
     counts = EvalCounts.zeros(text.num_classes)
     for record in (r for r in world.records if r.split == "val"):
         xyz, rgb, labels = load_points(record.points_uri)

@@ -11,7 +11,8 @@ from matplotlib import colormaps
 from matplotlib.colors import to_rgb
 from PIL import Image
 
-from openscene_ray.evaluation.job import EvaluateConfig, TextSpaceConfig, run_evaluate
+from openscene_ray.evaluation.config import EvaluateConfig
+from openscene_ray.evaluation.job import run_evaluate
 from openscene_ray.evaluation.metrics import UNKNOWN, EvalCounts
 from openscene_ray.evaluation.plots import (
     BAR_COLOR,
@@ -20,12 +21,12 @@ from openscene_ray.evaluation.plots import (
     normalize_confusion,
 )
 from openscene_ray.evaluation.predict import max_text_cosine
-from openscene_ray.evaluation.scene_eval import build_text_space, scene_counts
+from openscene_ray.evaluation.scoring import scene_counts
 from openscene_ray.kernel.config import ConfigError, load_config
 from openscene_ray.kernel.features import read_features, shard_uri
 from openscene_ray.kernel.manifest import load_points, write_manifest
 from openscene_ray.kernel.ply import read_ply
-from openscene_ray.kernel.text import text_model_spec
+from openscene_ray.kernel.text import TextSpaceConfig, build_text_space, text_model_spec
 from openscene_ray.kernel.visual import label_palette
 from openscene_ray.models.checkpoint import save_checkpoint
 from openscene_ray.models.loss import cosine_distill_loss
@@ -75,7 +76,7 @@ def checkpoint(fused, synthetic_world, tmp_path_factory) -> str:
 
 def _config(world, fused, checkpoint, output, **overrides) -> EvaluateConfig:
     base = {
-        "manifest": world.manifest, "output": str(output), "fusion_output": fused, "checkpoint": checkpoint,
+        "manifest": world.manifest, "output": str(output), "fused": fused, "checkpoint": checkpoint,
         "text": TEXT, "resources": {"min_actors": 1, "max_actors": 1, "gpus_per_actor": 1, "cpus_per_actor": 1},
     }  # fmt: skip
     return load_config(EvaluateConfig, base=base | overrides)
@@ -97,7 +98,7 @@ def _in_process(world, fused, checkpoint, modes=MODES, openscene_compat=False, *
     from openscene_ray.models.checkpoint import load_checkpoint
 
     model, _, _ = load_checkpoint(checkpoint)
-    text = build_text_space("scannet20", "synthetic", TEXT["options"], openscene_compat)
+    text = build_text_space(TextSpaceConfig(**TEXT), openscene_compat)
     totals = {m: EvalCounts.zeros(K) for m in modes}
     for record in _val(world):
         xyz, rgb, labels, f2d, has2d = _scene(record, fused)
@@ -189,7 +190,7 @@ def _labels_from_colours(rgb):
 
 def test_ply_and_point_feature_outputs_match_the_metrics(evaluated, synthetic_world, fused):
     _, output, metrics = evaluated
-    text = build_text_space("scannet20", "synthetic", TEXT["options"])
+    text = build_text_space(TextSpaceConfig(**TEXT))
     from_ply = {m: EvalCounts.zeros(K) for m in MODES}
     from_parquet = {m: EvalCounts.zeros(K) for m in MODES}
     chose_2d = unseen_to_3d = 0
@@ -228,8 +229,8 @@ def test_ply_and_point_feature_outputs_match_the_metrics(evaluated, synthetic_wo
         np.testing.assert_array_equal(from_parquet[mode].unknown, metrics["modes"][mode]["unknown"])
     # the point features are a query database: the best "wall" points are walls
     from openscene_ray.kernel.labels import PROMPT_TEMPLATE
-    from openscene_ray.query.api import embed_texts
     from openscene_ray.query.database import search_database
+    from openscene_ray.query.embed import embed_texts
 
     query = embed_texts(["wall"], "synthetic", TEXT["options"], template=PROMPT_TEMPLATE)
     found = search_database(str(output / "point_features"), query, ["wall"], text=TextSpaceConfig(**TEXT))
@@ -282,7 +283,7 @@ def test_bad_scenes_are_error_rows_and_the_cli_exits_nonzero(synthetic_world, fu
     manifest = str(tmp_path / "manifest.parquet")
     write_manifest(manifest, [good, no_points, no_shard])
     output = tmp_path / "out"
-    argv = ["evaluate", "--manifest", manifest, "--output", str(output), "--fusion-output", fused,
+    argv = ["evaluate", "--manifest", manifest, "--output", str(output), "--fused", fused,
             "--checkpoint", checkpoint, "--set", "text.encoder=synthetic", "--set", "text.options={dim: 32, seed: 1}",
             "--set", "text.on_mismatch=warn", "--set", "resources.gpus_per_actor=1"]  # fmt: skip
     assert main(argv) == 1

@@ -26,8 +26,9 @@ def embeddings(label_set: str = "scannet20", dim: int = 16, seed: int = 3) -> np
     return SyntheticTextEncoder(dim=dim, seed=seed).encode(get_label_set(label_set).prompts())
 
 
-def oracle(**options):
-    return build_extractor("label-oracle", text_options={"dim": 16, "seed": 3}, **options)
+def oracle(label_set: str = "scannet20", **options):
+    text = {"label_set": label_set, "encoder": "synthetic", "options": {"dim": 16, "seed": 3}}
+    return build_extractor("label-oracle", text=text, **options)
 
 
 def test_rgb_is_the_image_in_unit_range():

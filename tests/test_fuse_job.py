@@ -14,20 +14,17 @@ from conftest import ORACLE, SYNTHETIC_VISIBILITY
 
 from openscene_ray.evaluation.metrics import EvalCounts, compute_metrics
 from openscene_ray.extractors import build_extractor
+from openscene_ray.fusion.config import ExtractorConfig, FuseConfig, FusionSettings
 from openscene_ray.fusion.core import fuse_views
-from openscene_ray.fusion.job import (
-    FuseConfig,
-    FusionSettings,
-    fusion_params,
-    load_scene_for_fusion,
-    run_fuse,
-)
+from openscene_ray.fusion.job import run_fuse
+from openscene_ray.fusion.scene import fuse_scene, fusion_params, plan_scenes
 from openscene_ray.kernel import storage
 from openscene_ray.kernel.config import load_config
 from openscene_ray.kernel.features import read_features, shard_uri
 from openscene_ray.kernel.labels import get_label_set
 from openscene_ray.kernel.manifest import (
     SceneRecord,
+    load_scene,
     points_table,
     read_manifest,
     write_manifest,
@@ -37,10 +34,10 @@ from openscene_ray.kernel.text import build_text_encoder
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _config(manifest, output, **overrides) -> FuseConfig:
+def _config(manifest, fused, **overrides) -> FuseConfig:
     base = {
         "manifest": manifest,
-        "output": output,
+        "fused": fused,
         "extractor": {"name": "label-oracle", "options": ORACLE},
         "resources": {"min_actors": 1, "max_actors": 2, "gpus_per_actor": 1, "cpus_per_actor": 1},
     }
@@ -49,7 +46,7 @@ def _config(manifest, output, **overrides) -> FuseConfig:
 
 def _in_process(record: SceneRecord, extractor_options=ORACLE):
     """The single-process fusion core on the same scene (the reference for the job's output)."""
-    scene = load_scene_for_fusion(record)
+    scene = load_scene(record)
     extractor = build_extractor("label-oracle", **extractor_options)
     return fuse_views(scene.xyz, scene.views, extractor, fusion_params(record, FusionSettings())), scene
 
@@ -124,7 +121,7 @@ def test_actor_crash_mid_scene_still_writes_every_scene_once(ray_session, synthe
     assert files == sorted(f"{r.scene_id}.parquet" for r in synthetic_world.records)
     for record in synthetic_world.records:
         expected, _ = _in_process(record)
-        assert np.array_equal(read_features(shard_uri(config.output, record.scene_id)).features, expected.features.numpy())
+        assert np.array_equal(read_features(shard_uri(config.fused, record.scene_id)).features, expected.features.numpy())
 
 
 def _break(record: SceneRecord, how: str, root: str) -> SceneRecord:
@@ -179,8 +176,8 @@ def test_bad_scenes_become_error_rows_and_exit_nonzero(ray_session, synthetic_wo
     # the CLI exits non-zero when any scene failed
     from openscene_ray.cli import main
 
-    assert main(["fuse", "--manifest", manifest, "--output", str(tmp_path / "cli-out"),
-                 "--set", "extractor.options.text_options.dim=32",
+    assert main(["fuse", "--manifest", manifest, "--fused", str(tmp_path / "cli-out"),
+                 "--set", "extractor.options.text.encoder=synthetic", "--set", "extractor.options.text.options.dim=32",
                  "--set", "resources.gpus_per_actor=1"]) == 1  # fmt: skip
 
 
@@ -195,7 +192,7 @@ def _write_job_config(tmp_path, manifest, output) -> str:
 
     path = tmp_path / "fuse.yaml"
     path.write_text(yaml.safe_dump({
-        "manifest": manifest, "output": output,
+        "manifest": manifest, "fused": output,
         "extractor": {"name": "label-oracle", "options": ORACLE},
         "resources": {"min_actors": 1, "max_actors": 1, "cpus_per_actor": 1},
     }))  # fmt: skip
@@ -263,27 +260,13 @@ def test_manifest_read_back_through_ray_rows(ray_session, synthetic_world):
     assert [SceneRecord.from_row(r) for r in rows] == read_manifest(synthetic_world.manifest)
 
 
-@pytest.mark.parametrize("datasource_v2", [False, True])
-def test_plan_fuses_exactly_the_todo_scenes_with_either_parquet_reader(
-    ray_session, synthetic_world, tmp_path, datasource_v2
-):
-    """The DataContext config selects Ray's Parquet read path; both plans fuse just the scenes to do."""
-    import ray.data
-
+def test_plan_fuses_exactly_the_todo_scenes_from_the_drivers_rows(ray_session, synthetic_world, tmp_path):
+    """The plan starts from the driver's manifest rows (Arrow columns, no second read of the
+    manifest) and fuses just the scenes to do."""
     from openscene_ray.fusion.job import build_dataset
-    from openscene_ray.kernel.ray_runtime import (
-        DataContextConfig,
-        configure_data_context,
-    )
 
-    previous = ray.data.DataContext.get_current().use_datasource_v2
-    try:
-        ctx = configure_data_context(DataContextConfig(parquet_datasource_v2=datasource_v2))
-        assert ctx.use_datasource_v2 is datasource_v2
-        todo = read_manifest(synthetic_world.manifest)[1:3]
-        rows = build_dataset(_config(synthetic_world.manifest, str(tmp_path)), todo, "run").take_all()
-    finally:
-        ray.data.DataContext.get_current().use_datasource_v2 = previous
+    todo = read_manifest(synthetic_world.manifest)[1:3]
+    rows = build_dataset(_config(synthetic_world.manifest, str(tmp_path)), todo, "run").take_all()
     assert sorted((r["scene_id"], r["status"]) for r in rows) == [(r.scene_id, "done") for r in todo]
     assert sorted(os.listdir(tmp_path / "features")) == [f"{r.scene_id}.parquet" for r in todo]
 
@@ -291,11 +274,9 @@ def test_plan_fuses_exactly_the_todo_scenes_with_either_parquet_reader(
 def test_a_shard_is_complete_only_for_the_same_row_extractor_and_fusion_parameters(synthetic_world, tmp_path):
     """Resume skips a scene only when its shard came from the same manifest row, extractor and
     output-affecting fusion parameters; batching does not matter."""
-    from openscene_ray.fusion.job import ExtractorConfig, fuse_scene, plan_scenes
-
     record = synthetic_world.records[0]
     config = _config(synthetic_world.manifest, str(tmp_path))
-    scene = load_scene_for_fusion(record)
+    scene = load_scene(record)
     fuse_scene(record, scene.xyz, scene.views, build_extractor("label-oracle", **ORACLE),
                ExtractorConfig(name="label-oracle", options=ORACLE), FusionSettings(), str(tmp_path), "run")  # fmt: skip
 

@@ -5,7 +5,7 @@ import pytest
 
 from openscene_ray.extractors import build_extractor
 from openscene_ray.fusion.core import FusionParams, fuse_views
-from openscene_ray.fusion.job import load_scene_for_fusion
+from openscene_ray.kernel.manifest import load_scene
 from openscene_ray.kernel.labels import get_label_set
 from openscene_ray.kernel.text import build_text_encoder
 
@@ -14,12 +14,12 @@ TEXT = {"dim": 32, "seed": 0}
 
 @pytest.fixture(scope="module")
 def scenes(synthetic_world):
-    return [load_scene_for_fusion(r) for r in synthetic_world.records]
+    return [load_scene(r) for r in synthetic_world.records]
 
 
 def _accuracy(scene, **params) -> tuple[float, float]:
     """(share of seen points whose fused feature's best prompt is the 3D label, seen fraction)."""
-    extractor = build_extractor("label-oracle", label_set="scannet20", text_options=TEXT)
+    extractor = build_extractor("label-oracle", text={"label_set": "scannet20", "encoder": "synthetic", "options": TEXT})
     text = build_text_encoder("synthetic", **TEXT).encode(get_label_set("scannet20").prompts())
     result = fuse_views(scene.xyz, scene.views, extractor, FusionParams(cut_bound=10, **params))
     pred = (result.features.float().numpy() @ text.T).argmax(1)

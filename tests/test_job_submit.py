@@ -24,15 +24,11 @@ from conftest import ORACLE
 from ray_head import LoopbackHead
 
 from openscene_ray.extractors import build_extractor
-from openscene_ray.fusion.job import (
-    ExtractorConfig,
-    FusionSettings,
-    fuse_scene,
-    load_scene_for_fusion,
-)
+from openscene_ray.fusion.config import ExtractorConfig, FusionSettings
+from openscene_ray.fusion.scene import fuse_scene
 from openscene_ray.kernel import storage
 from openscene_ray.kernel.features import read_features, shard_uri
-from openscene_ray.kernel.manifest import write_manifest
+from openscene_ray.kernel.manifest import load_scene, write_manifest
 
 pytestmark = pytest.mark.slow
 
@@ -55,7 +51,7 @@ def _write_config(path, manifest: str, output: str) -> str:
     # 1 actor on 1 CPU; the head's other CPU runs Ray Data's read and the scene-loading tasks.
     path.write_text(yaml.safe_dump({
         "manifest": manifest,
-        "output": output,
+        "fused": output,
         "extractor": {"name": "label-oracle", "options": ORACLE},
         "resources": {"min_actors": 1, "max_actors": 1, "cpus_per_actor": 1, "loader_cpus": 0.5},
         "data": {"progress_bars": False},
@@ -93,7 +89,7 @@ def _summary(job_output: str) -> dict:
 def _assert_matches_core(record, output: str, reference: str) -> None:
     """The job's shard equals fuse_scene run here, in-process, on the same scene."""
     extractor_config = ExtractorConfig(name="label-oracle", options=ORACLE)
-    scene = load_scene_for_fusion(record)
+    scene = load_scene(record)
     fuse_scene(
         record, scene.xyz, scene.views, build_extractor("label-oracle", **ORACLE), extractor_config,
         FusionSettings(), reference, "in-process",

@@ -7,16 +7,16 @@ import uuid
 import numpy as np
 import pytest
 
-from openscene_ray.datasets import layouts
+from openscene_ray.datasets import points
 from openscene_ray.datasets.layouts import (
     SceneRef,
     build_layout,
     get_layout,
     layout_names,
-    scale_intrinsics,
 )
 from openscene_ray.datasets.matterport import opengl_to_opencv, select_views
-from openscene_ray.datasets.posed_rgbd import VoxelCloud, read_ply_points
+from openscene_ray.datasets.posed_rgbd import VoxelCloud
+from openscene_ray.datasets.view_files import scale_intrinsics
 from openscene_ray.kernel import images, storage
 from openscene_ray.kernel.config import ConfigError
 from openscene_ray.kernel.scene import SceneError
@@ -103,16 +103,16 @@ def test_reference_colors_and_labels_are_converted():
     rgb = RNG.integers(0, 256, (6, 3)).astype(np.uint8)
     colors = rgb / 127.5 - 1.0
     labels = np.array([0.0, 5.0, 255.0, -100.0, 19.0, 254.0])
-    xyz, out_rgb, out_labels = layouts.validated_points("s", np.ones((6, 3)), colors, labels, "f.pth")
+    xyz, out_rgb, out_labels = points.validated_points("s", np.ones((6, 3)), colors, labels, "f.pth")
     assert xyz.dtype == np.float32 and np.array_equal(out_rgb, rgb)
     assert out_labels.tolist() == [0, 5, 255, 255, 19, 254] and out_labels.dtype == np.int16
-    assert np.array_equal(layouts.colors_to_rgb(0, 4, "s", "f"), np.zeros((4, 3), np.uint8))  # nuScenes' scalar 0
+    assert np.array_equal(points.colors_to_rgb(0, 4, "s", "f"), np.zeros((4, 3), np.uint8))  # nuScenes' scalar 0
     with pytest.raises(SceneError, match=r"scene 's': labels: 1 labels are not integers in 0..254 \(e.g. 2.5\)"):
-        layouts.labels_to_int16(np.array([1.0, 2.5]), 2, "s", "f")
+        points.labels_to_int16(np.array([1.0, 2.5]), 2, "s", "f")
     with pytest.raises(SceneError, match=r"colors: float colours outside \[-1,1\]"):
-        layouts.colors_to_rgb(np.full((2, 3), 200.0), 2, "s", "f")
+        points.colors_to_rgb(np.full((2, 3), 200.0), 2, "s", "f")
     with pytest.raises(SceneError, match=r"scene 's': xyz: empty point cloud \(file f.pth\)"):
-        layouts.validated_points("s", np.zeros((0, 3)), np.zeros((0, 3)), np.zeros(0), "f.pth")
+        points.validated_points("s", np.zeros((0, 3)), np.zeros((0, 3)), np.zeros(0), "f.pth")
 
 
 # ---- ScanNet --------------------------------------------------------------------------------
@@ -420,10 +420,14 @@ def test_posed_rgbd_seven_scenes_with_text_intrinsics_and_ply_points():
     assert np.array_equal(scene.xyz, xyz) and scene.rgb[:, 0].tolist() == [7, 250] and scene.labels.tolist() == [3, 255]
     ascii_ply = b"ply\nformat ascii 1.0\nelement vertex 2\nproperty double x\nproperty double y\nproperty double z\n"
     ascii_ply += b"property float red\nproperty float green\nproperty float blue\nend_header\n0 0 1 1 0 0.5\n1 2 3 0 1 0\n"
-    pts, rgb, labels = read_ply_points(ascii_ply, "s", "p.ply")
-    assert np.allclose(pts, xyz) and rgb.tolist() == [[255, 0, 128], [0, 255, 0]] and labels is None
-    with pytest.raises(SceneError, match="first PLY element must be 'vertex'"):
-        read_ply_points(b"ply\nformat ascii 1.0\nelement face 1\nproperty list uchar int v\nend_header\n3 0 1 2\n", "s", "p.ply")
+    _put(f"{root}/points.ply", ascii_ply)
+    scene = layout.read_scene(root, ref)
+    assert np.allclose(scene.xyz, xyz) and scene.rgb.tolist() == [[255, 0, 128], [0, 255, 0]]
+    assert scene.labels.tolist() == [255, 255]
+    faces_only = b"ply\nformat ascii 1.0\nelement face 1\nproperty list uchar int v\nend_header\n3 0 1 2\n"
+    _put(f"{root}/points.ply", faces_only)
+    with pytest.raises(SceneError, match=r"points: the first PLY element must be .vertex., got .face. \(file "):
+        layout.read_scene(root, ref)
 
 
 def test_posed_rgbd_errors_name_the_file():

@@ -15,7 +15,13 @@ from openscene_ray.evaluation.plots import (
     markdown_table,
 )
 from openscene_ray.kernel import storage
-from openscene_ray.kernel.ply import read_ply, write_ply
+from openscene_ray.kernel.ply import (
+    PlyError,
+    ply_bytes,
+    read_ply,
+    read_ply_points,
+    write_ply,
+)
 from openscene_ray.kernel.visual import (
     IGNORE_COLOR,
     UNKNOWN_COLOR,
@@ -125,6 +131,71 @@ def test_ply_round_trip_through_storage(tmp_path):
         write_ply(str(tmp_path / "bad.ply"), xyz, rgb.astype(np.float32))
     with pytest.raises(ValueError, match="not a PLY"):
         read_ply(b"solid ascii stl")
+
+
+def _binary_ply(byte_order: str, props: list[tuple[str, str, str]], columns: dict, trailer: str = "") -> bytes:
+    """A binary PLY of ``props`` (PLY type, name, numpy kind) filled from ``columns``."""
+    prefix = {"binary_little_endian": "<", "binary_big_endian": ">"}[byte_order]
+    vertices = np.zeros(len(columns["x"]), dtype=[(name, prefix + kind) for _, name, kind in props])
+    for name, values in columns.items():
+        vertices[name] = values
+    header = f"ply\nformat {byte_order} 1.0\ncomment test\nelement vertex {len(vertices)}\n"
+    header += "".join(f"property {ply_type} {name}\n" for ply_type, name, _ in props) + trailer + "end_header\n"
+    return header.encode() + vertices.tobytes()
+
+
+def test_ply_reader_reads_ascii_and_both_byte_orders_with_optional_colour_and_labels():
+    xyz = np.array([[0.5, -1.0, 2.0], [1.0, 2.0, 3.0], [-4.0, 0.0, 0.25]])
+    rgb = np.array([[0, 128, 255], [7, 8, 9], [255, 0, 1]])
+    labels = np.array([3, 255, -100])
+    columns = {"x": xyz[:, 0], "y": xyz[:, 1], "z": xyz[:, 2], "red": rgb[:, 0], "green": rgb[:, 1], "blue": rgb[:, 2]}
+    props = [("float", "x", "f4"), ("float", "y", "f4"), ("double", "z", "f8"), ("float", "nx", "f4"),
+             ("uchar", "red", "u1"), ("uchar", "green", "u1"), ("uchar", "blue", "u1"), ("short", "label", "i2")]
+    faces = "element face 0\nproperty list uchar int vertex_indices\n"
+    for byte_order in ("binary_little_endian", "binary_big_endian"):
+        cloud = read_ply_points(_binary_ply(byte_order, props, {**columns, "label": labels}, faces), "c.ply")
+        assert cloud.xyz.dtype == np.float32 and np.array_equal(cloud.xyz, xyz.astype(np.float32))
+        assert cloud.rgb.dtype == np.uint8 and np.array_equal(cloud.rgb, rgb)
+        assert cloud.labels.tolist() == [3, 255, -100]
+        bare = read_ply_points(_binary_ply(byte_order, props[:3], {k: columns[k] for k in "xyz"}), "c.ply")
+        assert np.array_equal(bare.xyz, xyz.astype(np.float32)) and bare.rgb is None and bare.labels is None
+    ascii_ply = (
+        b"ply\nformat ascii 1.0\nelement vertex 3\nproperty double x\nproperty double y\nproperty double z\n"
+        b"property float red\nproperty float green\nproperty float blue\nproperty int label\n"
+        b"element face 1\nproperty list uchar int vertex_indices\nend_header\n"
+        b"0.5 -1 2 0 0.5 1 3\n1 2 3 0.2 0.4 0.6 255\n-4 0 0.25 1 0 0 -100\n3 0 1 2\n"
+    )
+    cloud = read_ply_points(ascii_ply, "a.ply")
+    assert np.array_equal(cloud.xyz, xyz.astype(np.float32))
+    assert cloud.rgb.tolist() == [[0, 128, 255], [51, 102, 153], [255, 0, 0]]  # floats in [0,1] scaled by 255
+    assert cloud.labels.tolist() == [3, 255, -100]
+    empty = read_ply_points(b"ply\nformat ascii 1.0\nelement vertex 0\nproperty float x\nproperty float y\n"
+                            b"property float z\nend_header\n", "e.ply")
+    assert empty.xyz.shape == (0, 3) and empty.rgb is None
+    got_xyz, got_rgb = read_ply(ply_bytes(xyz.astype(np.float32), rgb.astype(np.uint8)))  # our own writer's output
+    assert np.array_equal(got_xyz, xyz.astype(np.float32)) and np.array_equal(got_rgb, rgb)
+
+
+def test_ply_reader_errors_name_the_file_and_the_reason():
+    props = [("float", "x", "f4"), ("float", "y", "f4"), ("float", "z", "f4")]
+    good = _binary_ply("binary_big_endian", props, {"x": [1.0, 2.0], "y": [3.0, 4.0], "z": [5.0, 6.0]})
+    header = b"ply\nformat ascii 1.0\nelement vertex 2\nproperty float x\nproperty float y\nproperty float z\n"
+    cases = {
+        good[:-1]: "PLY body is shorter than its header says",
+        b"solid ascii stl\n": "not a PLY file",
+        b"ply\nformat ascii 1.0\nelement vertex 1\n": "not a PLY file",
+        good.replace(b"binary_big_endian", b"binary_middle_endian"): "unsupported PLY format 'binary_middle_endian'",
+        header.replace(b"float y", b"list uchar int y") + b"end_header\n": "unsupported vertex property",
+        header.replace(b"property float z\n", b"") + b"end_header\n1 2\n4 5\n": "PLY has no vertex element with x, y",
+        header + b"end_header\n1 2 3\n": r"ASCII PLY body has shape \[1, 3\], expected \[2,3\]",
+        header + b"end_header\n1 2 3\n4 five 6\n": "malformed ASCII PLY body",
+    }
+    for data, reason in cases.items():
+        with pytest.raises(PlyError, match=rf"^scans/room\.ply: {reason}") as caught:
+            read_ply_points(data, "scans/room.ply")
+        assert caught.value.uri == "scans/room.ply"
+    with pytest.raises(PlyError, match="no red, green, blue"):
+        read_ply(good, "bare.ply")
 
 
 def test_heatmap_colours_run_from_blue_to_yellow():

@@ -5,37 +5,25 @@ import json
 
 import numpy as np
 import pytest
-from conftest import ORACLE
+from conftest import ORACLE, TEXT
 from PIL import Image
 
-from openscene_ray.evaluation.job import TextSpaceConfig
-from openscene_ray.fusion.job import (
-    ExtractorConfig,
-    FusionSettings,
-    fuse_scene,
-    load_scene_for_fusion,
-)
+from openscene_ray.fusion.config import ExtractorConfig, FusionSettings
+from openscene_ray.fusion.scene import fuse_scene
 from openscene_ray.kernel import storage
 from openscene_ray.kernel.config import ConfigError, load_config
 from openscene_ray.kernel.features import write_features
 from openscene_ray.kernel.labels import PROMPT_TEMPLATE, get_label_set
-from openscene_ray.kernel.manifest import load_points
+from openscene_ray.kernel.manifest import load_points, load_scene
 from openscene_ray.kernel.ply import read_ply
+from openscene_ray.kernel.text import TextSpaceConfig
 from openscene_ray.kernel.visual import UNKNOWN_COLOR, heatmap_colors, render_points
-from openscene_ray.query.api import (
-    QueryConfig,
-    embed_images,
-    embed_texts,
-    load_scene_features,
-    run_query,
-)
-from openscene_ray.query.database import (
-    SearchSettings,
-    search_database,
-    voxel_components,
-)
+from openscene_ray.query.config import QueryConfig, SearchSettings
+from openscene_ray.query.database import search_database, voxel_components
+from openscene_ray.query.embed import embed_images, embed_texts
+from openscene_ray.query.job import run_query, scan_with_ray
+from openscene_ray.query.scene import load_scene_features
 
-TEXT = {"label_set": "scannet20", "encoder": "synthetic", "options": {"dim": 32, "seed": 0}}
 NAMES = get_label_set("scannet20").class_names
 
 
@@ -47,7 +35,7 @@ def fused(synthetic_world, tmp_path_factory) -> str:
     output = str(tmp_path_factory.mktemp("fused"))
     extractor = build_extractor("label-oracle", **ORACLE)
     for record in synthetic_world.records:
-        scene = load_scene_for_fusion(record)
+        scene = load_scene(record)
         fuse_scene(record, scene.xyz, scene.views, extractor, ExtractorConfig(options=ORACLE), FusionSettings(),
                    output, "test")  # fmt: skip
     return output
@@ -74,8 +62,7 @@ def test_database_search_finds_the_rare_class(ray_session, synthetic_world, fuse
     assert {"chair", "sofa"} <= set(rare) and rare["chair"] != rare["sofa"]
     queries = embed_texts(["chair", "sofa"], "synthetic", TEXT["options"], template=PROMPT_TEMPLATE)
     settings = SearchSettings(top_points=25, top_regions=3)
-    found = search_database(fused, queries, ["chair", "sofa"], settings, manifest=synthetic_world.manifest,
-                            ray_min_shards=100)  # fmt: skip
+    found = search_database(fused, queries, ["chair", "sofa"], settings, manifest=synthetic_world.manifest)
     assert found["scanned"] == 4 and not found["failed"] and not found["warnings"]
     labels = {r.scene_id: load_points(r.points_uri) for r in synthetic_world.records}
     for name, result in zip(["chair", "sofa"], found["results"]):
@@ -95,13 +82,13 @@ def test_database_search_finds_the_rare_class(ray_session, synthetic_world, fuse
         assert np.all(np.asarray(region["bbox_min"]) >= own.min(axis=0) - 1e-3)
         assert np.all(np.asarray(region["bbox_max"]) <= own.max(axis=0) + 1e-3)
     # Ray Data (one task per shard) gives the same answer as the in-process scan
-    with_ray = search_database(fused, queries, ["chair", "sofa"], settings, manifest=synthetic_world.manifest,
-                               ray_min_shards=1)  # fmt: skip
+    scan = scan_with_ray(QueryConfig(texts=["x"], output=str(tmp_path), fused=fused))
+    with_ray = search_database(fused, queries, ["chair", "sofa"], settings, manifest=synthetic_world.manifest, scan=scan)
     assert with_ray["results"] == found["results"]
     # and so does the CLI on the fusion output root, scanning in small batches (scores are per-row exact)
     from openscene_ray.cli import main
 
-    argv = ["query", "--database", fused, "--text", "chair", "--text", "sofa", "--template", PROMPT_TEMPLATE,
+    argv = ["query", "--fused", fused, "--text", "chair", "--text", "sofa", "--template", PROMPT_TEMPLATE,
             "--manifest", synthetic_world.manifest, "--output", str(tmp_path), "--set", "text.encoder=synthetic",
             "--set", "text.options={dim: 32, seed: 0}", "--set", "search.batch_rows=1000",
             "--set", "search.top_points=25", "--set", "search.top_regions=3"]  # fmt: skip
@@ -113,11 +100,11 @@ def test_scene_heatmaps_colour_the_queried_class(synthetic_world, fused, tmp_pat
     rare = _only_in_one_scene(synthetic_world)
     config = load_config(QueryConfig, base={
         "texts": ["chair", "wall"], "template": PROMPT_TEMPLATE, "text": TEXT, "output": str(tmp_path),
-        "scene": rare["chair"], "manifest": synthetic_world.manifest, "fusion_output": fused, "image_size": 300,
+        "scene": rare["chair"], "manifest": synthetic_world.manifest, "fused": fused, "image_size": 300,
     })  # fmt: skip
     result = run_query(config)
     record = next(r for r in synthetic_world.records if r.scene_id == rare["chair"])
-    scene = load_scene_features(record, "fusion", fusion_output=fused)
+    scene = load_scene_features(record, "fusion", fused=fused)
     xyz, labels = scene.xyz, scene.labels
     assert not result["warnings"]
     for q, (name, heat) in enumerate(zip(["chair", "wall"], result["heatmaps"])):
@@ -134,15 +121,16 @@ def test_scene_heatmaps_colour_the_queried_class(synthetic_world, fused, tmp_pat
         assert image.shape == (300, 300, 3)
         np.testing.assert_array_equal(image, render_points(xyz, colors, 300, 300, "top"))
         assert heat["max"] == pytest.approx(np.nanmax(scores)) and heat["points_with_feature"] == scene.mask.sum()
-    with pytest.raises(ConfigError, match="exactly one of scene"):
+    with pytest.raises(ConfigError, match="give scene .* or fused"):
         load_config(QueryConfig, base={"texts": ["x"], "output": str(tmp_path), "text": TEXT})
 
 
 def test_distill_and_ensemble_sources(synthetic_world, fused, tmp_path):
     import torch
 
-    from openscene_ray.evaluation.scene_eval import build_text_space, distill_features
+    from openscene_ray.kernel.text import build_text_space
     from openscene_ray.models.checkpoint import save_checkpoint
+    from openscene_ray.models.inference import distill_features
     from openscene_ray.models.minkunet import MinkUNet, MinkUNetConfig
 
     torch.manual_seed(0)
@@ -152,14 +140,14 @@ def test_distill_and_ensemble_sources(synthetic_world, fused, tmp_path):
                                  {"voxel_size": 0.1, "text_model": "synthetic:dim=32,seed=0", "feature_dim": 32})
     record = synthetic_world.records[0]
     text = TextSpaceConfig(**TEXT)
-    fusion = load_scene_features(record, "fusion", fusion_output=fused)
+    fusion = load_scene_features(record, "fusion", fused=fused)
     distill = load_scene_features(record, "distill", checkpoint=checkpoint)
-    ens = load_scene_features(record, "ensemble", fusion_output=fused, checkpoint=checkpoint, text=text)
+    ens = load_scene_features(record, "ensemble", fused=fused, checkpoint=checkpoint, text=text)
     f3d = distill_features(model, fusion.xyz, 0.1, fusion.rgb).numpy()
     np.testing.assert_allclose(distill.features, f3d, atol=1e-5)
     assert distill.mask.all() and ens.mask.all() and distill.text_model == "synthetic:dim=32,seed=0"
     # the oracle's 2D feature is a class prompt itself (cosine 1): the ensemble takes it wherever it exists
-    prompts = build_text_space("scannet20", "synthetic", TEXT["options"]).embeddings
+    prompts = build_text_space(text).embeddings
     s3d = (f3d / np.linalg.norm(f3d, axis=1, keepdims=True) @ prompts.T).max(axis=1)
     assert s3d.max() < 0.95
     np.testing.assert_allclose(ens.features[fusion.mask], fusion.features[fusion.mask].astype(np.float32))
@@ -167,7 +155,7 @@ def test_distill_and_ensemble_sources(synthetic_world, fused, tmp_path):
     other = save_checkpoint(str(tmp_path / "other"), model, config,
                             {"voxel_size": 0.1, "text_model": "open_clip:ViT-B-32", "feature_dim": 32})
     with pytest.raises(ValueError, match="different text models"):
-        load_scene_features(record, "ensemble", fusion_output=fused, checkpoint=other, text=text)
+        load_scene_features(record, "ensemble", fused=fused, checkpoint=other, text=text)
 
 
 def test_image_query_retrieves_the_scene_of_the_image(synthetic_world, tmp_path):
@@ -188,7 +176,7 @@ def test_image_query_retrieves_the_scene_of_the_image(synthetic_world, tmp_path)
         meta = {"text_model": "open_clip:ViT-B-32", "feature_dim": 512, "n_points": 400}
         write_features(str(database / f"room{i}.parquet"), f"room{i}", np.arange(400), features,
                        np.ones(400, np.uint16), meta)  # fmt: skip
-    argv = ["query", "--database", str(database), "--image", images[1], "--output", str(tmp_path / "out"),
+    argv = ["query", "--fused", str(database), "--image", images[1], "--output", str(tmp_path / "out"),
             "--set", "text.encoder=open_clip", "--set", "text.options={arch: ViT-B-32, random_init: true}",
             "--top-k", "40"]  # fmt: skip
     assert main(argv) == 0
@@ -206,9 +194,9 @@ def test_scene_features_name_every_missing_input_before_loading_anything(synthet
     import dataclasses
 
     record = dataclasses.replace(synthetic_world.records[0], points_uri="/nonexistent/points.parquet")
-    with pytest.raises(ValueError, match="source 'ensemble' needs fusion_output and a checkpoint and the text space"):
+    with pytest.raises(ValueError, match="source 'ensemble' needs the fused output and a checkpoint and the text space"):
         load_scene_features(record, "ensemble")
     with pytest.raises(ValueError, match="source 'distill' needs a checkpoint$"):
-        load_scene_features(record, "distill", fusion_output="/f")
+        load_scene_features(record, "distill", fused="/f")
     with pytest.raises(ValueError, match="unknown feature source 'depth'"):
         load_scene_features(record, "depth")

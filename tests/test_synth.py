@@ -26,7 +26,7 @@ from openscene_ray.synth import (
     to_scene,
     write_world,
 )
-from openscene_ray.synth.world import class_id
+from openscene_ray.synth.furniture import class_id
 
 K = scannet_intrinsics()
 FX, FY, CX, CY = K[0, 0], K[1, 1], K[0, 2], K[1, 2]

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
-from openscene_ray.datasets.layouts import Layout, SceneRef, normalize_root
+from openscene_ray.datasets.files import normalize_root
+from openscene_ray.datasets.layouts import Layout, SceneRef
 from openscene_ray.kernel import manifest, storage
 from openscene_ray.kernel.scene import SceneError
 

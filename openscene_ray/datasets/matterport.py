@@ -28,19 +28,21 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
+from openscene_ray.datasets.files import (
+    list_files,
+    list_split_scenes,
+    read_scene_matrix,
+)
 from openscene_ray.datasets.layouts import (
     Layout,
     LayoutConfig,
     LayoutScene,
     SceneRef,
     ViewSpec,
-    list_files,
-    list_split_scenes,
-    load_pth_points,
-    parallel_map,
-    read_matrix,
     register_layout,
 )
+from openscene_ray.datasets.points import load_pth_points
+from openscene_ray.datasets.view_files import parallel_map
 from openscene_ray.kernel import storage
 from openscene_ray.kernel.scene import SceneError
 
@@ -137,12 +139,8 @@ class MatterportLayout(Layout):
             for i in sorted(chosen.tolist(), key=lambda i: building.names[i])
         ]
         size = (cfg.image_width, cfg.image_height)
-        views, skipped = self.build_views(ref.scene_id, specs, size)
-        return LayoutScene(
-            ref.scene_id, ref.split, ref.source, xyz, rgb, labels, views, skipped,
-            image_width=cfg.image_width, image_height=cfg.image_height, cut_bound=cfg.cut_bound,
-            depth_scale=cfg.depth_scale, visibility_threshold=cfg.visibility_threshold,
-        )  # fmt: skip
+        views = self.build_views(ref.scene_id, specs, size)
+        return self.make_scene(ref, (xyz, rgb, labels), views, size, cfg.depth_scale)
 
     def _building(self, scene_id: str, building_uri: str) -> _Building:
         """Every camera of a building, read once and shared by its regions (thread-safe)."""
@@ -161,7 +159,8 @@ class MatterportLayout(Layout):
         def camera(name: str) -> tuple[np.ndarray, np.ndarray]:
             pose_uri = storage.join(building_uri, "pose", f"{name}.txt")
             intr_uri = storage.join(building_uri, "intrinsic", f"{name}.txt")
-            return _matrix(scene_id, "cam_to_world", pose_uri, (4, 4)), _matrix(scene_id, "intrinsics", intr_uri, (3, 3))
+            pose = read_scene_matrix(scene_id, "cam_to_world", pose_uri, (4, 4))
+            return pose, read_scene_matrix(scene_id, "intrinsics", intr_uri, (3, 3))
 
         cameras = parallel_map(camera, names)
         return _Building(
@@ -169,15 +168,6 @@ class MatterportLayout(Layout):
             np.stack([p for p, _ in cameras]).astype(np.float64),
             np.stack([k for _, k in cameras]).astype(np.float64),
         )
-
-
-def _matrix(scene_id: str, field_name: str, uri: str, shape: tuple[int, int]) -> np.ndarray:
-    try:
-        return read_matrix(storage.read_bytes(uri), uri, shape)
-    except storage.StorageError as exc:
-        raise SceneError(scene_id, field_name, f"cannot read file: {exc.reason}", uri) from None
-    except ValueError as exc:
-        raise SceneError(scene_id, field_name, str(exc), uri) from None
 
 
 def _depth_name(image_name: str) -> str:

@@ -28,18 +28,21 @@ import json
 import numpy as np
 from pydantic import Field
 
+from openscene_ray.datasets.files import (
+    basename,
+    list_folder_scenes,
+    list_split_scenes,
+    read_scene_file,
+)
 from openscene_ray.datasets.layouts import (
     Layout,
     LayoutConfig,
     LayoutScene,
     SceneRef,
     ViewSpec,
-    basename,
-    list_split_scenes,
-    load_pth_points,
     register_layout,
-    validated_points,
 )
+from openscene_ray.datasets.points import load_pth_points, validated_points
 from openscene_ray.kernel import storage
 from openscene_ray.kernel.scene import SceneError
 
@@ -48,11 +51,16 @@ __all__ = ["NuScenesCalibConfig", "NuScenesCalibLayout", "NuScenesConfig", "NuSc
 CAMERAS = ("back", "back_left", "back_right", "front", "front_left", "front_right")
 
 
-class NuScenesConfig(LayoutConfig):
+class _NoDepthConfig(LayoutConfig):
+    """What both nuScenes layouts share: no depth, fusion at 800x450 with a 5-pixel cut."""
+
     cut_bound: int = Field(5, ge=0)
     visibility_threshold: None = Field(None, description="no depth: visibility is z > 0 only")
     image_width: int = Field(800, gt=0)
     image_height: int = Field(450, gt=0)
+
+
+class NuScenesConfig(_NoDepthConfig):
     cameras: tuple[str, ...] = Field(CAMERAS, min_length=1)
     points_dir: str = "nuscenes_3d"
     images_dir: str = "nuscenes_2d"
@@ -69,7 +77,7 @@ class NuScenesLayout(Layout):
 
     def read_scene(self, root: str, ref: SceneRef) -> LayoutScene:
         cfg = self.config
-        xyz, rgb, labels = load_pth_points(ref.source, ref.scene_id)
+        points = load_pth_points(ref.source, ref.scene_id)
         scene_2d = storage.join(root, cfg.images_dir, ref.split, ref.scene_id)
         specs = [
             ViewSpec(
@@ -80,19 +88,11 @@ class NuScenesLayout(Layout):
             )
             for cam in cfg.cameras
         ]
-        views, skipped = self.build_views(ref.scene_id, specs, (cfg.image_width, cfg.image_height))
-        return LayoutScene(
-            ref.scene_id, ref.split, ref.source, xyz, rgb, labels, views, skipped,
-            image_width=cfg.image_width, image_height=cfg.image_height, cut_bound=cfg.cut_bound,
-            depth_scale=None, visibility_threshold=None,
-        )  # fmt: skip
+        size = (cfg.image_width, cfg.image_height)
+        return self.make_scene(ref, points, self.build_views(ref.scene_id, specs, size), size, depth_scale=None)
 
 
-class NuScenesCalibConfig(LayoutConfig):
-    cut_bound: int = Field(5, ge=0)
-    visibility_threshold: None = Field(None, description="no depth: visibility is z > 0 only")
-    image_width: int = Field(800, gt=0)
-    image_height: int = Field(450, gt=0)
+class NuScenesCalibConfig(_NoDepthConfig):
     calib_file: str = "calib.json"
     lidar_pattern: str = Field("*LIDAR_TOP*.pcd.bin", description="glob for the lidar file in the sample folder")
     lidar_columns: int = Field(5, ge=3, description="float32 values per lidar point (x, y, z first)")
@@ -113,11 +113,7 @@ class NuScenesCalibLayout(Layout):
 
     def list_scenes(self, root: str, split: str | None = None) -> list[SceneRef]:
         calib = self.config.calib_file
-        if storage.exists(storage.join(root, calib)):
-            folders = [root]
-        else:
-            folders = [u for u in storage.listdir(root) if storage.exists(storage.join(u, calib))]
-        return sorted((SceneRef(basename(f), split or "all", f) for f in folders), key=lambda r: r.scene_id)
+        return list_folder_scenes(root, split, lambda folder: storage.exists(storage.join(folder, calib)))
 
     def read_scene(self, root: str, ref: SceneRef) -> LayoutScene:
         cfg = self.config
@@ -131,13 +127,9 @@ class NuScenesCalibLayout(Layout):
         if len(lidar) != 1:
             found = f"expected one file matching {cfg.lidar_pattern!r}, found {len(lidar)}"
             raise SceneError(ref.scene_id, "points", found, folder)
-        try:
-            data = storage.read_bytes(lidar[0])
-        except storage.StorageError as exc:
-            raise SceneError(ref.scene_id, "points", f"cannot read file: {exc.reason}", lidar[0]) from None
-        xyz, rgb, labels = validated_points(
-            ref.scene_id, read_lidar_bin(data, cfg.lidar_columns, ref.scene_id, lidar[0]), None, None, lidar[0]
-        )
+        data = read_scene_file(ref.scene_id, "points", lidar[0])
+        xyz = read_lidar_bin(data, cfg.lidar_columns, ref.scene_id, lidar[0])
+        points = validated_points(ref.scene_id, xyz, None, None, lidar[0])
         specs = []
         for cam in sorted(cameras):
             entry = cameras[cam]
@@ -157,19 +149,13 @@ class NuScenesCalibLayout(Layout):
             specs.append(
                 ViewSpec(frame_id=cam, color_uri=storage.join(folder, image), cam_to_world=cam_to_world, intrinsics=k)
             )
-        views, skipped = self.build_views(ref.scene_id, specs, (cfg.image_width, cfg.image_height))
-        return LayoutScene(
-            ref.scene_id, ref.split, ref.source, xyz, rgb, labels, views, skipped,
-            image_width=cfg.image_width, image_height=cfg.image_height, cut_bound=cfg.cut_bound,
-            depth_scale=None, visibility_threshold=None,
-        )  # fmt: skip
+        size = (cfg.image_width, cfg.image_height)
+        return self.make_scene(ref, points, self.build_views(ref.scene_id, specs, size), size, depth_scale=None)
 
 
 def _read_json(scene_id: str, uri: str) -> dict:
-    try:
-        data = storage.read_bytes(uri)
-    except storage.StorageError as exc:
-        raise SceneError(scene_id, "calib", f"cannot read file: {exc.reason}", uri) from None
+    """The calib.json object of a sample; SceneError naming the file if unreadable."""
+    data = read_scene_file(scene_id, "calib", uri)
     try:
         value = json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:

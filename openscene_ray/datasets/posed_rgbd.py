@@ -34,7 +34,6 @@ and pose drift, while 0.25 would let a surface up to 25% behind an occluder coun
 
 from __future__ import annotations
 
-import io
 import json
 from dataclasses import replace
 from typing import Literal
@@ -42,24 +41,27 @@ from typing import Literal
 import numpy as np
 from pydantic import Field, model_validator
 
+from openscene_ray.datasets.files import (
+    list_files,
+    list_folder_scenes,
+    read_scene_file,
+    read_scene_matrix,
+)
 from openscene_ray.datasets.layouts import (
     Layout,
     LayoutConfig,
     LayoutScene,
+    Points,
     SceneRef,
     ViewSpec,
-    basename,
-    list_files,
-    load_pth_points,
-    read_matrix,
     register_layout,
-    stored_image_size,
-    validated_points,
 )
+from openscene_ray.datasets.points import load_points_file, validated_points
+from openscene_ray.datasets.view_files import pinhole_intrinsics, stored_image_size
 from openscene_ray.kernel import images, manifest, storage
 from openscene_ray.kernel.scene import IGNORE_LABEL, SceneError
 
-__all__ = ["PosedRGBDConfig", "PosedRGBDLayout", "VoxelCloud", "backproject", "read_ply_points", "read_trajectory_log"]
+__all__ = ["PosedRGBDConfig", "PosedRGBDLayout", "VoxelCloud", "backproject", "read_trajectory_log"]
 
 INTRINSICS_FILES = (
     "camera_primesense.json",
@@ -118,73 +120,6 @@ def read_trajectory_log(data: bytes, scene_id: str, uri: str) -> dict[int, np.nd
             raise SceneError(scene_id, "trajectory", f"frame {index} appears twice", uri)
         poses[index] = matrix
     return poses
-
-
-_PLY_TYPES = {
-    "char": "i1", "int8": "i1", "uchar": "u1", "uint8": "u1", "short": "i2", "int16": "i2",
-    "ushort": "u2", "uint16": "u2", "int": "i4", "int32": "i4", "uint": "u4", "uint32": "u4",
-    "float": "f4", "float32": "f4", "double": "f8", "float64": "f8",
-}  # fmt: skip
-
-
-def read_ply_points(data: bytes, scene_id: str, uri: str) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
-    """``(xyz, rgb uint8 or None, labels or None)`` from the ``vertex`` element of a PLY file.
-
-    ASCII and binary (either endianness) PLY are read; colours are ``red/green/blue`` (integers
-    0..255, or floats in [0,1]); labels are an optional ``label`` property.
-    """
-    end = data.find(b"end_header")
-    if not data.startswith(b"ply") or end < 0:
-        raise SceneError(scene_id, "points", "not a PLY file", uri)
-    body = data.index(b"\n", end) + 1
-    header = data[:end].decode("ascii", errors="replace").splitlines()
-    fmt, count, props, element = None, 0, [], None
-    for line in header[1:]:
-        words = line.split()
-        if not words or words[0] in ("comment", "obj_info"):
-            continue
-        if words[0] == "format" and len(words) >= 2:
-            fmt = words[1]
-        elif words[0] == "element" and len(words) == 3:
-            if element == "vertex":
-                break  # only the first element (vertex) is read
-            element, count = words[1], int(words[2])
-            if element != "vertex":
-                raise SceneError(scene_id, "points", f"the first PLY element must be 'vertex', got {element!r}", uri)
-        elif words[0] == "property" and element == "vertex":
-            if words[1] == "list" or words[1] not in _PLY_TYPES or len(words) != 3:
-                raise SceneError(scene_id, "points", f"unsupported vertex property {line.strip()!r}", uri)
-            props.append((words[2], _PLY_TYPES[words[1]]))
-    names = [name for name, _ in props]
-    if element != "vertex" or not {"x", "y", "z"} <= set(names):
-        raise SceneError(scene_id, "points", "PLY has no vertex element with x, y, z", uri)
-    if fmt == "ascii":
-        text = data[body:].decode("ascii", errors="replace").splitlines()[:count]
-        try:
-            table = np.loadtxt(io.StringIO("\n".join(text)), dtype=np.float64, ndmin=2)
-        except ValueError as exc:
-            raise SceneError(scene_id, "points", f"malformed ASCII PLY body ({exc})", uri) from None
-        if table.shape != (count, len(names)) and count:
-            shape = f"ASCII PLY body has shape {list(table.shape)}, expected [{count},{len(names)}]"
-            raise SceneError(scene_id, "points", shape, uri)
-        columns = {name: table[:, i] if count else np.zeros(0) for i, name in enumerate(names)}
-    elif fmt in ("binary_little_endian", "binary_big_endian"):
-        endian = "<" if fmt == "binary_little_endian" else ">"
-        dtype = np.dtype([(name, endian + t) for name, t in props])
-        if len(data) - body < dtype.itemsize * count:
-            raise SceneError(scene_id, "points", "PLY body is shorter than its header says", uri)
-        array = np.frombuffer(data, dtype=dtype, count=count, offset=body)
-        columns = {name: array[name] for name in names}
-    else:
-        raise SceneError(scene_id, "points", f"unsupported PLY format {fmt!r}", uri)
-    xyz = np.stack([columns["x"], columns["y"], columns["z"]], axis=1).astype(np.float32)
-    rgb = None
-    if {"red", "green", "blue"} <= set(names):
-        raw = np.stack([columns["red"], columns["green"], columns["blue"]], axis=1)
-        declared = dict(props)["red"]
-        rgb = (np.clip(np.rint(raw * 255.0), 0, 255) if declared.startswith("f") else np.clip(raw, 0, 255)).astype(np.uint8)
-    labels = columns.get("label")
-    return xyz, rgb, labels
 
 
 def backproject(
@@ -249,13 +184,10 @@ class PosedRGBDLayout(Layout):
     config: PosedRGBDConfig
 
     def list_scenes(self, root: str, split: str | None = None) -> list[SceneRef]:
-        if self._kind(list_files(root)):
-            folders = [root]
-        else:
-            folders = [u for u in storage.listdir(root) if self._kind(list_files(u))]
-        return sorted((SceneRef(basename(f), split or "all", f) for f in folders), key=lambda r: r.scene_id)
+        return list_folder_scenes(root, split, lambda folder: self._kind(list_files(folder)) is not None)
 
     def _kind(self, files: dict[str, str]) -> str | None:
+        """The capture form of a folder's files: "redwood", "7scenes" or None."""
         if "color" in files and self.config.trajectory_file in files:
             return "redwood"
         if any(name.startswith("frame-") and ".color." in name for name in files):
@@ -282,19 +214,14 @@ class PosedRGBDLayout(Layout):
         else:
             size = stored_image_size(ref.scene_id, specs[0].frame_id, specs[0].color_uri)
         views, skipped = self.build_views(ref.scene_id, specs, size)
-        xyz, rgb, labels = self._points(ref.scene_id, folder, files, views, size)
-        return LayoutScene(
-            ref.scene_id, ref.split, ref.source, xyz, rgb, labels, views, skipped,
-            image_width=size[0], image_height=size[1], cut_bound=cfg.cut_bound,
-            depth_scale=cfg.depth_scale, visibility_threshold=cfg.visibility_threshold,
-        )  # fmt: skip
+        points = self._points(ref.scene_id, folder, files, views, size)
+        return self.make_scene(ref, points, (views, skipped), size, cfg.depth_scale)
 
     def _intrinsics(self, scene_id: str, files: dict[str, str]) -> tuple[np.ndarray, tuple[int, int] | None]:
         """K and the (W, H) it belongs to (None: the stored colour size)."""
         cfg = self.config
         if cfg.intrinsics is not None:
-            fx, fy, cx, cy = cfg.intrinsics
-            return np.array([[fx, 0, cx], [0, fy, cy], [0, 0, 1]], dtype=np.float64), None
+            return pinhole_intrinsics(*cfg.intrinsics), None
         names = (cfg.intrinsics_file,) if cfg.intrinsics_file else INTRINSICS_FILES
         name = next((n for n in names if n in files), None)
         if name is None:
@@ -303,23 +230,15 @@ class PosedRGBDLayout(Layout):
                 "or set intrinsics=[fx,fy,cx,cy]",
             )  # fmt: skip
         uri = files[name]
-        try:
-            data = storage.read_bytes(uri)
-        except storage.StorageError as exc:
-            raise SceneError(scene_id, "intrinsics", f"cannot read file: {exc.reason}", uri) from None
         if not name.endswith(".json"):
-            try:
-                return read_matrix(data, uri, (3, 3)), None
-            except ValueError as exc:
-                raise SceneError(scene_id, "intrinsics", str(exc), uri) from None
+            return read_scene_matrix(scene_id, "intrinsics", uri, (3, 3)), None
+        data = read_scene_file(scene_id, "intrinsics", uri)
         try:
             spec = json.loads(data.decode("utf-8"))
             if "intrinsic_matrix" in spec:
                 k = np.asarray(spec["intrinsic_matrix"], dtype=np.float64).reshape(3, 3).T  # column-major
             else:
-                k = np.array(
-                    [[spec["fx"], 0, spec["cx"]], [0, spec["fy"], spec["cy"]], [0, 0, 1]], dtype=np.float64
-                )
+                k = pinhole_intrinsics(spec["fx"], spec["fy"], spec["cx"], spec["cy"])
             size = (int(spec["width"]), int(spec["height"])) if "width" in spec and "height" in spec else None
         except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             raise SceneError(
@@ -332,10 +251,7 @@ class PosedRGBDLayout(Layout):
             (name, uri) for name, uri in list_files(files["color"]).items() if name.lower().endswith(_IMAGE_SUFFIXES)
         )
         log_uri = files[self.config.trajectory_file]
-        try:
-            poses = read_trajectory_log(storage.read_bytes(log_uri), scene_id, log_uri)
-        except storage.StorageError as exc:
-            raise SceneError(scene_id, "trajectory", f"cannot read file: {exc.reason}", log_uri) from None
+        poses = read_trajectory_log(read_scene_file(scene_id, "trajectory", log_uri), scene_id, log_uri)
         if sorted(poses) != list(range(len(colors))):
             raise SceneError(
                 scene_id, "trajectory", f"{len(poses)} poses for {len(colors)} colour images "
@@ -361,14 +277,15 @@ class PosedRGBDLayout(Layout):
 
     def _points(
         self, scene_id: str, folder: str, files: dict[str, str], views: list[manifest.ViewRecord], size: tuple[int, int]
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    ) -> Points:
+        """The capture's point cloud file, or a cloud built from the views' depth."""
         cfg = self.config
         names = (cfg.points_file,) if cfg.points_file else POINTS_FILES
         name = next((n for n in names if n in files), None)
         if cfg.points_file and name is None:
             raise SceneError(scene_id, "points", "points_file not found", storage.join(folder, cfg.points_file))
         if name is not None:
-            return self._read_points(scene_id, files[name])
+            return load_points_file(files[name], scene_id)
         cloud = VoxelCloud(cfg.voxel_size, cfg.voxel_mode)
         for view in views[:: cfg.cloud_frame_stride]:
             color, depth = self._decode(scene_id, view, size)
@@ -392,16 +309,3 @@ class PosedRGBDLayout(Layout):
         except images.ImageDecodeError as exc:
             raise SceneError(scene_id, f"view {view.frame_id}", str(exc)) from None
         return color, images.resize_nearest(depth, *size)
-
-    def _read_points(self, scene_id: str, uri: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        if uri.endswith(".pth"):
-            return load_pth_points(uri, scene_id)
-        try:
-            if uri.endswith(".parquet"):
-                xyz, rgb, labels = manifest.load_points(uri)
-                return validated_points(scene_id, xyz, rgb, labels, uri)
-            data = storage.read_bytes(uri)
-        except storage.StorageError as exc:
-            raise SceneError(scene_id, "points", f"cannot read file: {exc.reason}", uri) from None
-        xyz, rgb, labels = read_ply_points(data, scene_id, uri)
-        return validated_points(scene_id, xyz, rgb, labels, uri)

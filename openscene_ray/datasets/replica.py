@@ -18,16 +18,15 @@ from __future__ import annotations
 
 from pydantic import Field, model_validator
 
+from openscene_ray.datasets.files import list_files, numbered_frames_scene
 from openscene_ray.datasets.layouts import (
     Layout,
     LayoutConfig,
     LayoutScene,
     SceneRef,
-    list_files,
-    load_pth_points,
-    numbered_frames_scene,
     register_layout,
 )
+from openscene_ray.datasets.points import load_pth_points
 from openscene_ray.kernel import storage
 
 __all__ = ["ReplicaConfig", "ReplicaLayout"]

@@ -17,17 +17,19 @@ from __future__ import annotations
 
 from pydantic import Field
 
+from openscene_ray.datasets.files import (
+    list_files,
+    list_split_scenes,
+    numbered_frames_scene,
+)
 from openscene_ray.datasets.layouts import (
     Layout,
     LayoutConfig,
     LayoutScene,
     SceneRef,
-    list_files,
-    list_split_scenes,
-    load_pth_points,
-    numbered_frames_scene,
     register_layout,
 )
+from openscene_ray.datasets.points import load_pth_points
 from openscene_ray.kernel import storage
 
 __all__ = ["ScanNetConfig", "ScanNetLayout"]

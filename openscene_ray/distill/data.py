@@ -16,7 +16,6 @@ The representative of a voxel is its first point (smallest index), as in the ref
 
 from __future__ import annotations
 
-import functools
 import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -24,50 +23,21 @@ from typing import Any
 
 import numpy as np
 import torch
-from pydantic import Field
 from ray.data.collate_fn import NumpyBatchCollateFn
 
-from openscene_ray.evaluation.scene_eval import input_features
-from openscene_ray.fusion.chunks import random_chunks
-from openscene_ray.kernel.config import StrictModel
 from openscene_ray.kernel.features import read_features, shard_uri
 from openscene_ray.kernel.manifest import SceneRecord, load_points
-from openscene_ray.models.augment import AugmentConfig, augment_points
-from openscene_ray.models.voxelize import batch_voxels, voxelize
+from openscene_ray.models.augment import AugmentConfig
+from openscene_ray.models.transforms import ChunkConfig, voxel_input
+from openscene_ray.models.voxelize import batch_voxels
 
-__all__ = ["ChunkConfig", "SceneSample", "SparseCollate", "build_sample", "training_rows"]
+__all__ = ["SceneSample", "SparseCollate", "build_sample", "training_rows"]
 
 ALL_POINTS = -1
 
 
-class ChunkConfig(StrictModel):
-    """The reference's random point chunks: ``num_chunks`` subsets of ``n_split_points`` per scene
-    (drawn with a fixed seed, so a chunk id names the same points in every epoch and process).
-
-    Every chunk is a training row, so an epoch here visits each chunk once: ``num_chunks`` times
-    the reference's epoch, which loads one of a scene's chunk files at random.
-    """
-
-    n_split_points: int = Field(20000, ge=1)
-    num_chunks: int = Field(5, ge=1)
-    seed: int = 1457
-
-    def indices(self, num_points: int, chunk: int) -> np.ndarray:
-        return _chunk_table(num_points, self.n_split_points, self.num_chunks, self.seed)[chunk]
-
-
-@functools.lru_cache(maxsize=256)
-def _chunk_table(num_points: int, n_split_points: int, num_chunks: int, seed: int) -> tuple[np.ndarray, ...]:
-    """A scene's chunks, drawn once per process (a row names one chunk; drawing all of them per row
-    would cost ``num_chunks`` full-scene draws per chunk per epoch); read-only, since they are shared."""
-    table = tuple(random_chunks(num_points, n_split_points, num_chunks, seed))
-    for indices in table:
-        indices.flags.writeable = False
-    return table
-
-
 def training_rows(
-    records: Iterable[SceneRecord], features_root: str, chunks: ChunkConfig | None = None
+    records: Iterable[SceneRecord], fused: str, chunks: ChunkConfig | None = None
 ) -> list[dict[str, Any]]:
     """One row per scene, or one row per (scene, chunk id) with chunking."""
     chunk_ids = [ALL_POINTS] if chunks is None else list(range(chunks.num_chunks))
@@ -75,7 +45,7 @@ def training_rows(
         {
             "scene_id": r.scene_id,
             "points_uri": r.points_uri,
-            "features_uri": shard_uri(features_root, r.scene_id),
+            "features_uri": shard_uri(fused, r.scene_id),
             "num_points": int(r.num_points),
             "chunk": chunk,
         }
@@ -122,11 +92,8 @@ def build_sample(
             raise ValueError(f"{scene_id}: row asks for chunk {chunk} but no chunking is configured")
         keep = chunks.indices(num_points, chunk)
         xyz, rgb, features, seen = xyz[keep], rgb[keep], features[keep], seen[keep]
-    if augment is not None:
-        xyz = augment_points(xyz, rng, augment, training=True)
-    voxel_coords, rep_index, _ = voxelize(xyz, voxel_size)
-    feats = input_features(rgb[rep_index], len(rep_index), in_channels)
-    return SceneSample(voxel_coords, feats, features[rep_index], seen[rep_index])
+    scene = voxel_input(xyz, rgb, voxel_size, in_channels, augment, rng, training=True)
+    return SceneSample(scene.voxel_coords, scene.feats, features[scene.rep_index], seen[scene.rep_index])
 
 
 class SparseCollate(NumpyBatchCollateFn):

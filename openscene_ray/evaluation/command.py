@@ -5,7 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 
-from openscene_ray.kernel.config import add_config_arguments, config_from_args
+from openscene_ray.kernel.config import (
+    add_config_arguments,
+    add_renamed_flags,
+    config_from_args,
+)
 
 ALL_SPLITS = "all"
 
@@ -14,19 +18,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser, "openscene_compat=true")
     parser.add_argument("--manifest", help="scene manifest URI")
     parser.add_argument("--output", help="run folder for metrics.json, metrics.md and figures")
-    parser.add_argument("--fusion-output", help="fusion job output root (its features/ shards)")
+    parser.add_argument("--fused", help="the fused output (the fusion job's folder)")
     parser.add_argument("--checkpoint", help="3D checkpoint folder (distill and ensemble modes)")
     parser.add_argument("--mode", dest="modes", action="append", choices=("fusion", "distill", "ensemble"),
                         help="mode to evaluate (repeatable; default: every mode the inputs allow)")
     parser.add_argument("--split", help=f"manifest split to evaluate (default val; '{ALL_SPLITS}' for every scene)")
     parser.add_argument("--scene", dest="scenes", action="append", help="evaluate this scene (repeatable)")
     parser.add_argument("--address", help="Ray address (default: RAY_ADDRESS or a local Ray)")
+    add_renamed_flags(parser, {"--fusion-output": "--fused"})
 
 
 def run(args: argparse.Namespace) -> int:
-    from openscene_ray.evaluation.job import EvaluateConfig, run_evaluate
+    from openscene_ray.evaluation.config import EvaluateConfig
+    from openscene_ray.evaluation.job import run_evaluate
 
-    flags = {key: getattr(args, key) for key in ("manifest", "output", "fusion_output", "checkpoint", "address",
+    flags = {key: getattr(args, key) for key in ("manifest", "output", "fused", "checkpoint", "address",
                                                  "modes", "scenes")}  # fmt: skip
     if args.split == ALL_SPLITS:
         args.overrides.append("split=null")

@@ -28,7 +28,7 @@ from typing import Literal, get_args
 
 import numpy as np
 
-from openscene_ray.kernel.scene import UNKNOWN_LABEL
+from openscene_ray.kernel.scene import IGNORE_LABEL, UNKNOWN_LABEL
 
 __all__ = [
     "IGNORE_LABEL",
@@ -41,7 +41,6 @@ __all__ = [
     "unknown_counts",
 ]
 
-IGNORE_LABEL = 255
 UNKNOWN = UNKNOWN_LABEL
 # The zero-shot evaluation modes (OpenScene §3.3): 2D fused features, the distilled 3D network,
 # and their per-point ensemble.

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from openscene_ray.evaluation.metrics import MODES, UNKNOWN
+from openscene_ray.kernel.features import FEATURE_CHUNK_ROWS
 
 __all__ = [
     "MODES",
@@ -42,7 +43,6 @@ __all__ = [
     "text_logits",
 ]
 
-_CHUNK = 65536
 _EPS = 1e-6
 
 
@@ -72,10 +72,10 @@ def text_logits(features, text, normalize: bool = True) -> torch.Tensor:
     """
     f, t = _features_and_text(features, text)
     out = torch.empty((f.shape[0], t.shape[0]), dtype=torch.float32, device=f.device)
-    for start in range(0, f.shape[0], _CHUNK):
-        chunk = f[start : start + _CHUNK]
+    for start in range(0, f.shape[0], FEATURE_CHUNK_ROWS):
+        chunk = f[start : start + FEATURE_CHUNK_ROWS]
         chunk = _normalized(chunk) if normalize else chunk.float()
-        out[start : start + _CHUNK] = chunk @ t.T
+        out[start : start + FEATURE_CHUNK_ROWS] = chunk @ t.T
     return out
 
 
@@ -83,8 +83,8 @@ def max_text_cosine(features, text) -> torch.Tensor:
     """float32 ``[M]``: each feature's best cosine over the text embeddings (the ensemble's confidence)."""
     f, t = _features_and_text(features, text)
     out = torch.empty(f.shape[0], dtype=torch.float32, device=f.device)
-    for start in range(0, f.shape[0], _CHUNK):
-        out[start : start + _CHUNK] = (_normalized(f[start : start + _CHUNK]) @ t.T).amax(dim=1)
+    for start in range(0, f.shape[0], FEATURE_CHUNK_ROWS):
+        out[start : start + FEATURE_CHUNK_ROWS] = (_normalized(f[start : start + FEATURE_CHUNK_ROWS]) @ t.T).amax(dim=1)
     return out
 
 

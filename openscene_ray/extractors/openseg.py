@@ -36,12 +36,14 @@ from openscene_ray.extractors.base import register_extractor
 from openscene_ray.kernel import storage
 from openscene_ray.kernel.clip import model_cache_dir
 from openscene_ray.kernel.images import encode_jpeg
+from openscene_ray.kernel.model_specs import model_spec
 from openscene_ray.kernel.scene import View
+from openscene_ray.kernel.text import text_model_spec
 
 __all__ = ["OpenSegExtractor", "axis_tiles", "tile_grid"]
 
 log = logging.getLogger(__name__)
-OPENSEG_TEXT_DIM = 768
+OPENSEG_TEXT_DIM = model_spec("openseg").feature_dim
 
 
 def axis_tiles(length: int, tile: int, overlap: int) -> list[tuple[int, int]]:
@@ -129,8 +131,8 @@ class OpenSegExtractor:
         self._text_emb = tf.zeros(dims, tf.float32)
         feat_dim = outputs["ppixel_ave_feat"].shape[-1]
         self.feature_dim = int(feat_dim) if feat_dim is not None else OPENSEG_TEXT_DIM
-        self.text_model = "open_clip:ViT-L-14-336"
-        self.text_encoder_options = {"arch": "ViT-L-14-336"}
+        self.text_encoder_options = {"arch": model_spec("openseg").text_arch}
+        self.text_model = text_model_spec("open_clip", self.text_encoder_options)
         self.device = torch.device(device)
         self.tile = tile
         self.tile_size = tile_size

@@ -21,7 +21,7 @@ from openscene_ray.extractors.base import register_extractor
 from openscene_ray.kernel.images import resize_color, resize_nearest
 from openscene_ray.kernel.labels import get_label_set
 from openscene_ray.kernel.scene import IGNORE_LABEL, View
-from openscene_ray.kernel.text import build_text_encoder, text_model_spec
+from openscene_ray.kernel.text import TextSpaceConfig, build_text_encoder
 
 __all__ = ["LabelOracleExtractor", "RGBExtractor"]
 
@@ -45,8 +45,9 @@ class RGBExtractor:
 class LabelOracleExtractor:
     """Text embedding of each pixel's ground-truth class, with optional blur and noise.
 
-    Options: ``label_set`` (registry name), ``text_encoder`` kind and its ``text_options`` (e.g.
-    ``{"dim": 64, "seed": 0}``), ``noise`` (std of Gaussian noise added per pixel and channel),
+    Options: ``text``, the text-space config (``{label_set, encoder, options}``, e.g.
+    ``{"label_set": "scannet20", "encoder": "synthetic", "options": {"dim": 64, "seed": 0}}``),
+    ``noise`` (std of Gaussian noise added per pixel and channel),
     ``blur`` (box-blur radius in pixels), ``seed`` (noise seed; the noise of a view depends only
     on the seed and its ``frame_id``), ``device``.
     """
@@ -55,9 +56,7 @@ class LabelOracleExtractor:
 
     def __init__(
         self,
-        label_set: str = "scannet20",
-        text_encoder: str = "synthetic",
-        text_options: dict | None = None,
+        text: dict | TextSpaceConfig | None = None,
         noise: float = 0.0,
         blur: int = 0,
         seed: int = 0,
@@ -65,9 +64,9 @@ class LabelOracleExtractor:
     ):
         if noise < 0 or blur < 0:
             raise ValueError(f"label-oracle: noise and blur must be >= 0, got noise={noise}, blur={blur}")
-        text_options = dict(text_options or {})
-        labels = get_label_set(label_set)
-        encoder = build_text_encoder(text_encoder, **text_options)
+        text = TextSpaceConfig.model_validate(text or {"encoder": "synthetic", "options": {}})
+        labels = get_label_set(text.label_set)
+        encoder = build_text_encoder(text.encoder, **text.options)
         prompts = labels.prompts()
         first_prompt: dict[int, int] = {}
         for i, cls in enumerate(labels.prompt_to_class()):
@@ -82,7 +81,7 @@ class LabelOracleExtractor:
         self.noise = float(noise)
         self.blur = int(blur)
         self.seed = int(seed)
-        self.text_model = text_model_spec(text_encoder, text_options)
+        self.text_model = text.spec()
 
     def _view_generator(self, view: View) -> torch.Generator:
         digest = hashlib.sha256(f"{self.seed}\x00{view.frame_id}".encode()).digest()

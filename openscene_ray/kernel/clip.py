@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from openscene_ray.kernel import storage
+from openscene_ray.kernel.model_specs import DEFAULT_CLIP_ARCH
 from openscene_ray.kernel.text import register_text_encoder
 
 __all__ = ["ClipWeights", "OpenClipTextEncoder", "load_clip_model", "model_cache_dir", "resolve_clip_weights"]
@@ -175,7 +176,7 @@ class OpenClipTextEncoder:
 
     def __init__(
         self,
-        arch: str = "ViT-L-14-336",
+        arch: str = DEFAULT_CLIP_ARCH,
         checkpoint: str | None = None,
         random_init: bool = False,
         device: str = "cpu",
@@ -192,12 +193,17 @@ class OpenClipTextEncoder:
         self.device = torch.device(device)
         self.model = load_clip_model(self.weights, self.device, text_only=True)
         self.tokenizer = open_clip.get_tokenizer(arch)
-        self.name = f"open_clip:{arch}"
+        self.name = self.space_id(arch)
         self.dim = int(open_clip.get_model_config(arch)["embed_dim"])
         self.embedding_cache = embedding_cache
         self.batch_size = batch_size
         self._lru: OrderedDict[tuple[str, ...], np.ndarray] = OrderedDict()
         self._lru_size = lru_size
+
+    @staticmethod
+    def space_id(arch: str = DEFAULT_CLIP_ARCH, **_unused) -> str:
+        """The text-model identity: the architecture (the space any weights of it are trained into)."""
+        return f"open_clip:{arch}"
 
     def encode(self, prompts: Sequence[str]) -> np.ndarray:
         key = tuple(prompts)

@@ -10,17 +10,19 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Mapping
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from openscene_ray.kernel import storage
+from openscene_ray.kernel.errors import OpenSceneError
 
 __all__ = [
     "ConfigError",
     "StrictModel",
     "add_config_arguments",
+    "add_renamed_flags",
     "apply_overrides",
     "config_from_args",
     "dump_config",
@@ -28,14 +30,25 @@ __all__ = [
 ]
 
 
-class ConfigError(ValueError):
+class ConfigError(OpenSceneError, ValueError):
     """A config file or override is invalid. The message names the field and the source."""
 
 
 class StrictModel(BaseModel):
-    """Base for configs: unknown keys are errors, assignments are validated."""
+    """Base for configs: unknown keys are errors, assignments are validated, and a key listed in
+    ``renamed_fields`` (old name -> new name) is refused with a message that names the new key."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+    renamed_fields: ClassVar[dict[str, str]] = {}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_renamed(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for old, new in cls.renamed_fields.items():
+                if old in data:
+                    raise ValueError(f"{old!r} was renamed: use {new!r} instead")
+        return data
 
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
@@ -117,6 +130,23 @@ def add_config_arguments(parser: argparse.ArgumentParser, set_example: str) -> N
                         "then a resource profile")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help=f"override a config field, e.g. --set {set_example} (repeatable)")
+
+
+class _RenamedFlag(argparse.Action):
+    """A flag that was renamed: using it is an error that names the new flag."""
+
+    def __init__(self, option_strings, dest, new_flag: str, **kwargs):
+        super().__init__(option_strings, dest, nargs="?", help=argparse.SUPPRESS, **kwargs)
+        self.new_flag = new_flag
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        parser.error(f"{option_string} was renamed: use {self.new_flag} instead")
+
+
+def add_renamed_flags(parser: argparse.ArgumentParser, renamed: Mapping[str, str]) -> None:
+    """Refuse each old flag in ``renamed`` (old -> new) with a message that names the new one."""
+    for old, new in renamed.items():
+        parser.add_argument(old, action=_RenamedFlag, new_flag=new, dest=f"_renamed_{old.lstrip('-')}")
 
 
 def config_from_args(

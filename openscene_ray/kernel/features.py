@@ -1,4 +1,12 @@
-"""Per-scene fused-feature shards: ``<out>/features/<scene_id>.parquet``.
+"""The fused output and its per-scene feature shards: the one owner of their layout and format.
+
+The fused output (``fused`` in every config and ``--fused`` on every command) is a folder::
+
+    features/<scene_id>.parquet   one shard per scene (below)
+    index/*.parquet               one row per processed scene and run (the fusion job's index)
+    runs/<run_id>.json            each run's summary
+
+Shard schema:
 
 Schema (plain Arrow types, readable by pyarrow, DuckDB and pandas):
 
@@ -26,7 +34,19 @@ import pyarrow as pa
 from openscene_ray import __version__
 from openscene_ray.kernel import storage
 
-__all__ = ["FeatureShard", "METADATA_KEYS", "feature_table", "read_features", "shard_uri", "write_features"]
+__all__ = [
+    "FEATURE_CHUNK_ROWS",
+    "FeatureShard",
+    "METADATA_KEYS",
+    "feature_table",
+    "features_dir",
+    "index_dir",
+    "list_shard_ids",
+    "read_features",
+    "run_summary_uri",
+    "shard_uri",
+    "write_features",
+]
 
 METADATA_KEYS = (
     "scene_id",
@@ -40,30 +60,59 @@ METADATA_KEYS = (
     "code_version",
 )
 ROW_GROUP_ROWS = 1 << 20  # one row group for any realistic scene: a scene reads back in one go
+FEATURE_CHUNK_ROWS = 65536  # rows of an fp16 feature table converted to float32 at a time when scoring
 
 
-def shard_uri(output_root: str, scene_id: str) -> str:
-    return storage.join(output_root, "features", f"{scene_id}.parquet")
+def features_dir(fused: str) -> str:
+    """The folder of a fused output's shards."""
+    return storage.join(fused, "features")
+
+
+def index_dir(fused: str) -> str:
+    """The folder of a fused output's index rows."""
+    return storage.join(fused, "index")
+
+
+def run_summary_uri(fused: str, run_id: str) -> str:
+    """The summary of one fusion run."""
+    return storage.join(fused, "runs", f"{run_id}.json")
+
+
+def shard_uri(fused: str, scene_id: str) -> str:
+    """The shard of ``scene_id`` in a fused output."""
+    return storage.join(features_dir(fused), f"{scene_id}.parquet")
+
+
+def list_shard_ids(fused: str) -> set[str]:
+    """The scene ids that have a shard in a fused output (an absent folder has none)."""
+    try:
+        names = storage.listdir(features_dir(fused))
+    except storage.ObjectNotFound:
+        return set()
+    return {n.rstrip("/").rsplit("/", 1)[-1][: -len(".parquet")] for n in names if n.endswith(".parquet")}
 
 
 def feature_table(
     scene_id: str,
     point_index: np.ndarray,
     features: np.ndarray,
-    n_views: np.ndarray,
+    n_views: np.ndarray | None,
     metadata: dict[str, object],
+    extra_columns: dict[str, pa.Array] | None = None,
 ) -> pa.Table:
-    """The Arrow table of one scene's shard; ``metadata`` values are JSON-encoded."""
+    """The Arrow table of one scene's shard; ``metadata`` values are JSON-encoded. ``n_views`` is
+    None for features that do not come from views (the 3D network's per-point features), and
+    ``extra_columns`` adds per-row columns (e.g. predictions)."""
     m, c = features.shape
     values = pa.array(np.ascontiguousarray(features, dtype=np.float16).reshape(-1), type=pa.float16())
-    table = pa.table(
-        {
-            "scene_id": pa.array([scene_id] * m, pa.string()),
-            "point_index": pa.array(point_index.astype(np.int32), pa.int32()),
-            "feature": pa.FixedSizeListArray.from_arrays(values, c),
-            "n_views": pa.array(n_views.astype(np.uint16), pa.uint16()),
-        }
-    )
+    columns = {
+        "scene_id": pa.array([scene_id] * m, pa.string()),
+        "point_index": pa.array(point_index.astype(np.int32), pa.int32()),
+        "feature": pa.FixedSizeListArray.from_arrays(values, c),
+    }
+    if n_views is not None:
+        columns["n_views"] = pa.array(n_views.astype(np.uint16), pa.uint16())
+    table = pa.table(columns | dict(extra_columns or {}))
     return table.replace_schema_metadata({k: json.dumps(v) for k, v in metadata.items()})
 
 
@@ -72,12 +121,13 @@ def write_features(
     scene_id: str,
     point_index: np.ndarray,
     features: np.ndarray,
-    n_views: np.ndarray,
+    n_views: np.ndarray | None,
     metadata: dict[str, object],
+    extra_columns: dict[str, pa.Array] | None = None,
 ) -> int:
     """Write one scene's shard atomically; returns its size in bytes."""
     meta = {"scene_id": scene_id, "code_version": __version__, **metadata}
-    table = feature_table(scene_id, point_index, features, n_views, meta)
+    table = feature_table(scene_id, point_index, features, n_views, meta, extra_columns)
     return storage.write_parquet(uri, table, row_group_size=ROW_GROUP_ROWS)
 
 
@@ -128,6 +178,7 @@ def read_features(uri: str) -> FeatureShard:
         scene_id=str(metadata.get("scene_id", "")),
         point_index=table.column("point_index").to_numpy().astype(np.int32),
         features=features,
-        n_views=table.column("n_views").to_numpy().astype(np.uint16),
+        n_views=table.column("n_views").to_numpy().astype(np.uint16) if "n_views" in table.column_names
+        else np.ones(table.num_rows, np.uint16),
         metadata=metadata,
     )

@@ -10,6 +10,8 @@ import io
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from openscene_ray.kernel.errors import OpenSceneError
+
 __all__ = [
     "ImageDecodeError",
     "decode_color",
@@ -22,7 +24,7 @@ __all__ = [
 ]
 
 
-class ImageDecodeError(ValueError):
+class ImageDecodeError(OpenSceneError, ValueError):
     """An image file could not be decoded; the message names the file and the reason."""
 
 

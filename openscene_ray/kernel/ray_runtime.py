@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 
 from pydantic import Field
 
 from openscene_ray.kernel.config import StrictModel
+from openscene_ray.kernel.manifest import SceneRecord, manifest_table
 
 __all__ = [
     "DataContextConfig",
@@ -32,11 +34,6 @@ class DataContextConfig(StrictModel):
     progress_bars: bool | None = Field(None, description="None: on, except under CI")
     max_errored_blocks: int = 0
     target_max_block_size_mb: int | None = None
-    parquet_datasource_v2: bool = Field(
-        False,
-        description="Ray 2.57+'s default Parquet reader starts FooterReader actors for every read; for "
-        "the one-file manifests here that cost 9 CPU-s per job on 2 cores (jobs/benchmark.py pipeline)",
-    )
 
 
 class ResourcesConfig(StrictModel):
@@ -65,17 +62,15 @@ def actor_pool_options(resources: ResourcesConfig) -> dict:
     }
 
 
-def scene_blocks(manifest: str, scene_ids: list[str], columns: list[str] | None = None):
-    """The manifest rows of ``scene_ids`` (``read_parquet``) as a Ray Dataset with one scene per block,
-    so that scenes load and run independently."""
+def scene_blocks(records: Sequence[SceneRecord], columns: list[str] | None = None):
+    """Manifest rows as a Ray Dataset with one scene per block (so that scenes load and run
+    independently): Arrow columns straight from the driver's one read of the manifest."""
     import ray.data
-    from ray.data.expressions import col
 
-    from openscene_ray.kernel import storage
-
-    fs, path = storage.to_pyarrow_filesystem(manifest)
-    ds = ray.data.read_parquet(path, filesystem=fs, columns=columns)
-    return ds.filter(expr=col("scene_id").is_in(sorted(scene_ids))).repartition(len(scene_ids))
+    table = manifest_table(records)
+    if columns is not None:
+        table = table.select(columns)
+    return ray.data.from_arrow([table.slice(i, 1) for i in range(table.num_rows)])
 
 
 def configure_data_context(config: DataContextConfig):
@@ -91,7 +86,6 @@ def configure_data_context(config: DataContextConfig):
     ctx.enable_progress_bars = progress
     ctx.enable_operator_progress_bars = progress
     ctx.max_errored_blocks = config.max_errored_blocks
-    ctx.use_datasource_v2 = config.parquet_datasource_v2
     if config.target_max_block_size_mb is not None:
         ctx.target_max_block_size = config.target_max_block_size_mb * 1024 * 1024
     return ctx

@@ -13,10 +13,12 @@ import pickle
 import zipfile
 from typing import Any
 
+from openscene_ray.kernel.errors import OpenSceneError
+
 __all__ = ["UnsafePickleError", "loads"]
 
 
-class UnsafePickleError(pickle.UnpicklingError):
+class UnsafePickleError(OpenSceneError, pickle.UnpicklingError):
     """The pickle names a global outside the allow-list (and would run code if loaded normally)."""
 
 

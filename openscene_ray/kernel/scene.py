@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from openscene_ray.kernel.errors import OpenSceneError
+
 __all__ = ["IGNORE_LABEL", "UNKNOWN_LABEL", "SceneError", "Scene", "View", "pose_problem"]
 
 IGNORE_LABEL = 255
@@ -18,7 +20,7 @@ UNKNOWN_LABEL = -1  # a prediction of "no class" (fusion mode: no view saw the p
 log = logging.getLogger(__name__)
 
 
-class SceneError(ValueError):
+class SceneError(OpenSceneError, ValueError):
     """Invalid scene input. The message names the scene, the field and, where known, the file."""
 
     def __init__(self, scene_id: str, field_name: str, reason: str, source: str | None = None):

@@ -24,6 +24,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, SecretStr
 
+from openscene_ray.kernel.errors import OpenSceneError
+
 __all__ = [
     "StorageError",
     "StorageOptions",
@@ -44,7 +46,7 @@ __all__ = [
 ]
 
 
-class StorageError(OSError):
+class StorageError(OpenSceneError, OSError):
     """An object-storage operation failed; the message names the URI and the reason."""
 
     def __init__(self, uri: str, reason: str):

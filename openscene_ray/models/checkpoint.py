@@ -25,6 +25,7 @@ from torch import nn
 from openscene_ray import __version__
 from openscene_ray.kernel import storage
 from openscene_ray.kernel.config import StrictModel
+from openscene_ray.kernel.errors import OpenSceneError
 from openscene_ray.models.minkunet import MinkUNet, MinkUNetConfig
 
 __all__ = ["CheckpointError", "CheckpointMetadata", "load_checkpoint", "read_checkpoint_metadata", "save_checkpoint"]
@@ -35,7 +36,7 @@ WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "checkpoint.json"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(OpenSceneError, ValueError):
     """A checkpoint folder is incomplete, of another format, or inconsistent."""
 
 

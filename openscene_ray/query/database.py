@@ -25,37 +25,22 @@ from __future__ import annotations
 import json
 import logging
 import posixpath
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pyarrow.parquet as pq
-from pydantic import Field
 
 from openscene_ray.kernel import storage
-from openscene_ray.kernel.config import StrictModel
+from openscene_ray.kernel.errors import describe_error
+from openscene_ray.kernel.features import FEATURE_CHUNK_ROWS, features_dir
+from openscene_ray.kernel.manifest import read_manifest
+from openscene_ray.kernel.text import check_text_model
+from openscene_ray.query.config import RegionSettings, SearchSettings
 
-__all__ = ["RegionSettings", "SearchSettings", "ShardEntry", "cosine_scores", "list_shards", "scan_shard",
-           "search_database", "voxel_components"]  # fmt: skip
+__all__ = ["ShardEntry", "cosine_scores", "list_shards", "scan_shard", "search_database", "voxel_components"]
 
 log = logging.getLogger(__name__)
-_CHUNK = 65536
-
-
-class RegionSettings(StrictModel):
-    voxel: float = Field(0.1, gt=0, description="connectivity grid (metres)")
-    quantile: float = Field(0.98, ge=0, le=1, description="per-scene score quantile that makes a point 'high'")
-    threshold: float | None = Field(None, description="absolute score threshold instead of the quantile")
-    min_points: int = Field(5, ge=1)
-
-
-class SearchSettings(StrictModel):
-    top_scenes: int = Field(10, ge=1)
-    top_points: int = Field(20, ge=1)
-    top_regions: int = Field(10, ge=0)
-    scene_points: int = Field(32, ge=1, description="best points averaged into the scene score")
-    batch_rows: int = Field(65536, ge=1, description="rows per pyarrow batch while scanning a shard")
-    region: RegionSettings = Field(default_factory=RegionSettings)
 
 
 def cosine_scores(features: np.ndarray, queries: np.ndarray) -> np.ndarray:
@@ -68,10 +53,10 @@ def cosine_scores(features: np.ndarray, queries: np.ndarray) -> np.ndarray:
     if features.ndim != 2 or queries.ndim != 2 or features.shape[1] != queries.shape[1]:
         raise ValueError(f"features [M,C] and queries [Q,C] disagree: {features.shape} vs {queries.shape}")
     out = np.empty((features.shape[0], queries.shape[0]), np.float32)
-    for start in range(0, features.shape[0], _CHUNK):
-        chunk = features[start : start + _CHUNK].astype(np.float32)
+    for start in range(0, features.shape[0], FEATURE_CHUNK_ROWS):
+        chunk = features[start : start + FEATURE_CHUNK_ROWS].astype(np.float32)
         norm = np.maximum(np.linalg.norm(chunk, axis=1, keepdims=True), 1e-6)
-        out[start : start + _CHUNK] = np.einsum("ij,kj->ik", chunk / norm, queries)
+        out[start : start + FEATURE_CHUNK_ROWS] = np.einsum("ij,kj->ik", chunk / norm, queries)
     return out
 
 
@@ -86,14 +71,12 @@ def list_shards(database: str, manifest: str | None = None) -> list[ShardEntry]:
     """The shards of ``database`` (a folder of shards, or a fusion output root with ``features/``),
     with each scene's points URI when a manifest is given."""
     uris = storage.glob(storage.join(database, "*.parquet")) or storage.glob(
-        storage.join(database, "features", "*.parquet")
+        storage.join(features_dir(database), "*.parquet")
     )
     if not uris:
-        raise ValueError(f"no feature shards (*.parquet) in {database} or {storage.join(database, 'features')}")
+        raise ValueError(f"no feature shards (*.parquet) in {database} or {features_dir(database)}")
     points = {}
     if manifest is not None:
-        from openscene_ray.kernel.manifest import read_manifest
-
         points = {r.scene_id: r.points_uri for r in read_manifest(manifest)}
     entries = []
     for uri in uris:
@@ -105,34 +88,25 @@ def list_shards(database: str, manifest: str | None = None) -> list[ShardEntry]:
 def voxel_components(cells: np.ndarray) -> np.ndarray:
     """Connected-component id per row of ``cells`` (int [V,3] grid cells, duplicates allowed),
     26-neighbourhood; ids are 0..n-1 in order of first appearance."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
     cells = np.asarray(cells, np.int64)
     cells = cells - cells.min(axis=0) + 1  # a margin of one cell: neighbour keys never wrap
     dims = cells.max(axis=0) + 2
     keys = (cells[:, 0] * dims[1] + cells[:, 1]) * dims[2] + cells[:, 2]
     unique, inverse = np.unique(keys, return_inverse=True)
-    label = np.arange(len(unique))
     src, dst = [], []
-    for dx in (-1, 0, 1):
-        for dy in (-1, 0, 1):
-            for dz in (-1, 0, 1):
-                if (dx, dy, dz) <= (0, 0, 0):
-                    continue  # each neighbour pair once
-                shifted = unique + (dx * dims[1] + dy) * dims[2] + dz
-                pos = np.minimum(np.searchsorted(unique, shifted), len(unique) - 1)
-                hit = unique[pos] == shifted
-                src.append(np.flatnonzero(hit))
-                dst.append(pos[hit])
+    for dx, dy, dz in np.ndindex(3, 3, 3):
+        shifted = unique + ((dx - 1) * dims[1] + dy - 1) * dims[2] + dz - 1
+        pos = np.minimum(np.searchsorted(unique, shifted), len(unique) - 1)
+        hit = unique[pos] == shifted
+        src.append(np.flatnonzero(hit))
+        dst.append(pos[hit])
     src, dst = np.concatenate(src), np.concatenate(dst)
-    while True:  # min-label propagation with pointer jumping
-        low = np.minimum(label[src], label[dst])
-        new = label.copy()
-        np.minimum.at(new, src, low)
-        np.minimum.at(new, dst, low)
-        new = new[new]
-        if np.array_equal(new, label):
-            break
-        label = new
-    _, first, ids = np.unique(label[inverse], return_index=True, return_inverse=True)
+    graph = coo_matrix((np.ones(len(src), np.int8), (src, dst)), shape=(len(unique), len(unique)))
+    _, label = connected_components(graph, directed=False)
+    _, first, ids = np.unique(label[inverse.reshape(-1)], return_index=True, return_inverse=True)
     order = np.argsort(np.argsort(first))  # renumber by first appearance
     return order[ids.reshape(-1)]
 
@@ -190,7 +164,7 @@ def scan_shard(entry: ShardEntry, queries: np.ndarray, settings: SearchSettings)
         for q in range(len(queries)):
             result["queries"].append(_scene_result(entry.scene_id, point_index, scores[:, q], xyz, settings))
     except Exception as exc:  # noqa: BLE001 - one bad shard is reported, the search goes on
-        result["error"] = f"{entry.scene_id}: {type(exc).__name__}: {exc}"[:2000]
+        result["error"] = f"{entry.scene_id}: {describe_error(exc)}"
     return result
 
 
@@ -214,54 +188,21 @@ def _scene_result(scene_id: str, point_index: np.ndarray, scores: np.ndarray, xy
     return {"score": float(best.mean()), "max": float(scores.max()), "points": points, "regions": regions}
 
 
-def _scan_batch(batch: dict[str, np.ndarray], queries: np.ndarray, settings: SearchSettings) -> dict[str, list]:
-    """Ray Data task: scan the shards of one batch (one shard with batch_size=1)."""
-    results = []
-    for scene_id, uri, points_uri in zip(batch["scene_id"], batch["uri"], batch["points_uri"]):
-        entry = ShardEntry(str(scene_id), str(uri), str(points_uri) if points_uri else None)
-        results.append(json.dumps(scan_shard(entry, queries, settings)))
-    return {"result": results}
-
-
-def _scan_with_ray(entries: list[ShardEntry], queries: np.ndarray, settings: SearchSettings, scan_cpus: float,
-                   data, address: str | None) -> list[dict[str, Any]]:
-    import ray.data
-
-    from openscene_ray.kernel.ray_runtime import (
-        DataContextConfig,
-        configure_data_context,
-        init_ray,
-    )
-
-    init_ray(address)
-    configure_data_context(data or DataContextConfig())
-    items = [asdict(e) | {"points_uri": e.points_uri or ""} for e in entries]
-    ds = ray.data.from_items(items, override_num_blocks=len(items))
-    ds = ds.map_batches(_scan_batch, fn_kwargs={"queries": queries, "settings": settings}, batch_size=1,
-                        batch_format="numpy", num_cpus=scan_cpus)  # fmt: skip
-    return [json.loads(row["result"]) for row in ds.take_all()]
-
-
 def search_database(database: str, queries: np.ndarray, names: list[str], settings: SearchSettings | None = None, *,
-                    manifest: str | None = None, text=None, ray_min_shards: int = 8, scan_cpus: float = 1.0,
-                    data=None, address: str | None = None) -> dict[str, Any]:
+                    manifest: str | None = None, text=None, scan=None) -> dict[str, Any]:
     """Top scenes, regions and points per query over every shard of ``database``.
 
     ``queries`` are unit embeddings ``[Q, C]`` named by ``names``; ``text`` (a
-    :class:`~openscene_ray.evaluation.job.TextSpaceConfig`) enables the text-model check.
-    Returns ``{"results": [per query], "scanned", "failed", "warnings"}``.
+    :class:`~openscene_ray.kernel.text.TextSpaceConfig`) enables the text-model check; ``scan``
+    replaces the in-process scan of the shards (``scan(entries, queries, settings)``, e.g. a
+    Ray Data job). Returns ``{"results": [per query], "scanned", "failed", "warnings"}``.
     """
-    from openscene_ray.evaluation.job import check_text_model
-
     settings = settings or SearchSettings()
     queries = np.asarray(queries, np.float32)
     if len(names) != len(queries):
         raise ValueError(f"{len(names)} names for {len(queries)} queries")
     entries = list_shards(database, manifest)
-    if len(entries) >= ray_min_shards:
-        scanned = _scan_with_ray(entries, queries, settings, scan_cpus, data, address)
-    else:
-        scanned = [scan_shard(e, queries, settings) for e in entries]
+    scanned = scan(entries, queries, settings) if scan else [scan_shard(e, queries, settings) for e in entries]
     scanned.sort(key=lambda r: r["scene_id"])
     failed = {r["scene_id"]: r["error"] for r in scanned if r["error"]}
     good = [r for r in scanned if not r["error"]]

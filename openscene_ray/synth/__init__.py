@@ -1,5 +1,12 @@
-"""The synthetic world: procedural rooms, exact ray-cast RGB-D views and the ScanNet-layout writer."""
+"""The synthetic world: procedural rooms, exact ray-cast RGB-D views and the ScanNet-layout writer.
 
+Modules: :mod:`.primitives` (boxes and cylinders: sampling, ray intersection, shading),
+:mod:`.furniture` (the object catalogue), :mod:`.rooms` (placing objects in a room),
+:mod:`.world` (config, scenes and their surface points), :mod:`.render` (cameras and ray-cast
+views) and :mod:`.writer` (the ScanNet-layout files).
+"""
+
+from openscene_ray.synth.primitives import Box, Cylinder
 from openscene_ray.synth.render import (
     FRAME_STEP,
     HEIGHT,
@@ -13,8 +20,6 @@ from openscene_ray.synth.render import (
     to_scene,
 )
 from openscene_ray.synth.world import (
-    Box,
-    Cylinder,
     SynthConfig,
     SynthScene,
     generate_scene,

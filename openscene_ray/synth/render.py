@@ -14,13 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from openscene_ray.kernel.scene import IGNORE_LABEL, Scene, View
-from openscene_ray.synth.world import (
-    NEAR_LIMIT,
-    SynthConfig,
-    SynthScene,
-    shade,
-    surface_normals,
-)
+from openscene_ray.synth.primitives import NEAR_LIMIT, shade, surface_normals
+from openscene_ray.synth.world import SynthConfig, SynthScene
 
 __all__ = [
     "FRAME_STEP",

@@ -1,0 +1,1 @@
+"""The demo stage: every stage end to end on a synthetic world, with a markdown report."""

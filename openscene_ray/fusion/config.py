@@ -1,0 +1,45 @@
+"""The fusion stage's typed config."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field
+
+from openscene_ray.kernel.config import StrictModel
+from openscene_ray.kernel.ray_runtime import DataContextConfig, ResourcesConfig
+
+__all__ = ["ExtractorConfig", "FuseConfig", "FusionSettings"]
+
+
+class ExtractorConfig(StrictModel):
+    """Which 2D model to run: a registered name (``openseg``, ``clip-dense``, ``label-oracle``,
+    ``rgb``) or a plugin ``package.module:factory``, with its keyword options."""
+
+    name: str = "label-oracle"
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class FusionSettings(StrictModel):
+    """Fusion parameters; the thresholds default to the manifest's per-dataset values."""
+
+    views_per_batch: int = Field(8, ge=1, description="views whose feature maps are held at once")
+    depth_test: bool = True
+    cut_bound: int | None = Field(None, ge=0, description="override the manifest's cut bound")
+    visibility_threshold: float | None = Field(None, gt=0, description="override the manifest's threshold")
+
+
+class FuseConfig(StrictModel):
+    """Everything ``openscene-ray fuse`` reads: inputs, the 2D model, fusion parameters, Ray."""
+
+    renamed_fields = {"output": "fused"}
+
+    manifest: str = Field(..., description="scene manifest URI written by ingest")
+    fused: str = Field(..., description="the fused output folder (features/, index/ and runs/ go below it)")
+    extractor: ExtractorConfig = Field(default_factory=ExtractorConfig)
+    fusion: FusionSettings = Field(default_factory=FusionSettings)
+    resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
+    data: DataContextConfig = Field(default_factory=DataContextConfig)
+    scenes: list[str] | None = Field(None, description="only these scene ids (default: all)")
+    overwrite: bool = False
+    address: str | None = Field(None, description="Ray address; default RAY_ADDRESS or a local Ray")

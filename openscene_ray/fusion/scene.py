@@ -1,0 +1,146 @@
+"""The fusion stage's pure per-scene steps (no Ray): which scenes still need fusing, and fusing one
+scene into its shard and its index row."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from typing import Any
+
+import numpy as np
+
+from openscene_ray.fusion.config import ExtractorConfig, FuseConfig, FusionSettings
+from openscene_ray.fusion.core import FusionParams, fuse_views
+from openscene_ray.kernel import storage
+from openscene_ray.kernel.features import read_metadata, shard_uri, write_features
+from openscene_ray.kernel.manifest import SceneRecord
+
+__all__ = [
+    "INDEX_COLUMNS",
+    "fuse_scene",
+    "fusion_params",
+    "index_row",
+    "plan_scenes",
+    "scene_digest",
+    "shard_is_complete",
+]
+
+
+INDEX_COLUMNS = (
+    "run_id", "scene_id", "status", "error", "n_points", "n_seen", "n_views", "n_views_skipped",
+    "bytes", "seconds",
+)  # fmt: skip
+
+
+def index_row(record: SceneRecord, run_id: str, **values) -> dict[str, Any]:
+    """The index row of one scene in one run (``status`` done unless ``values`` say otherwise)."""
+    row = dict.fromkeys(INDEX_COLUMNS, 0)
+    row.update(run_id=run_id, scene_id=record.scene_id, status="done", error="", n_points=record.num_points)
+    row.update(values)
+    return row
+
+
+def scene_digest(record: SceneRecord) -> str:
+    """A fingerprint of the scene's manifest row (points URI and count, views, poses, intrinsics,
+    thresholds): a shard fused from another version of the row is not complete for this one."""
+    return hashlib.sha256(json.dumps(record.to_row(), sort_keys=True).encode()).hexdigest()
+
+
+def _output_affecting(params) -> dict[str, Any]:
+    """The fusion parameters that change the fused features (batching does not)."""
+    return {"cut_bound": params.cut_bound, "visibility_threshold": params.visibility_threshold,
+            "depth_test": params.depth_test}  # fmt: skip
+
+
+def fusion_params(record: SceneRecord, settings: FusionSettings) -> FusionParams:
+    """The scene's fusion parameters: the manifest's thresholds unless ``settings`` override them."""
+    return FusionParams(
+        cut_bound=record.cut_bound if settings.cut_bound is None else settings.cut_bound,
+        visibility_threshold=record.visibility_threshold
+        if settings.visibility_threshold is None
+        else settings.visibility_threshold,
+        depth_test=settings.depth_test,
+        views_per_batch=settings.views_per_batch,
+    )
+
+
+def fuse_scene(
+    record: SceneRecord,
+    xyz: np.ndarray,
+    views,
+    extractor,
+    extractor_config: ExtractorConfig,
+    settings: FusionSettings,
+    fused: str,
+    run_id: str,
+) -> dict[str, Any]:
+    """Fuse one scene's views onto its points and write its shard; returns its index row."""
+    start = time.perf_counter()
+    params = fusion_params(record, settings)
+    result = fuse_views(xyz, views, extractor, params)
+    point_index = np.flatnonzero(result.mask).astype(np.int32)
+    metadata = {
+        "extractor": extractor_config.model_dump(mode="json"),
+        "feature_dim": int(extractor.feature_dim),
+        "text_model": extractor.text_model,
+        "fusion": _output_affecting(params) | {"views_per_batch": params.views_per_batch},
+        "scene_digest": scene_digest(record),
+        "n_points": int(xyz.shape[0]),
+        "n_seen": int(point_index.size),
+    }
+    size = write_features(
+        shard_uri(fused, record.scene_id),
+        record.scene_id,
+        point_index,
+        result.features.numpy(),
+        result.n_views[point_index],
+        metadata,
+    )
+    return index_row(
+        record,
+        run_id,
+        n_points=int(xyz.shape[0]),
+        n_seen=int(point_index.size),
+        n_views=result.n_views_used,
+        n_views_skipped=result.n_views_no_points + result.n_views_invalid + len(record.skipped_views),
+        bytes=size,
+        seconds=time.perf_counter() - start,
+    )
+
+
+def shard_is_complete(
+    record: SceneRecord, fused: str, extractor: ExtractorConfig, settings: FusionSettings
+) -> bool:
+    """True when the scene's shard exists and was written from this manifest row (same digest),
+    with this extractor (name and options) and the same output-affecting fusion parameters."""
+    try:
+        meta = read_metadata(shard_uri(fused, record.scene_id))
+    except (storage.StorageError, ValueError):  # absent (ObjectNotFound) or unreadable: fuse it again
+        return False
+    written_fusion = meta.get("fusion") or {}
+    return (
+        meta.get("scene_id") == record.scene_id
+        and meta.get("scene_digest") == scene_digest(record)
+        and meta.get("extractor") == extractor.model_dump(mode="json")
+        and all(written_fusion.get(k) == v for k, v in _output_affecting(fusion_params(record, settings)).items())
+    )
+
+
+def plan_scenes(config: FuseConfig, records: list[SceneRecord]) -> tuple[list[SceneRecord], list[str]]:
+    """``(scenes to process, scene ids skipped as already complete)``."""
+    if config.scenes is not None:
+        wanted = set(config.scenes)
+        unknown = wanted - {r.scene_id for r in records}
+        if unknown:
+            raise ValueError(f"scenes not in the manifest {config.manifest}: {sorted(unknown)}")
+        records = [r for r in records if r.scene_id in wanted]
+    if config.overwrite:
+        return records, []
+    todo, skipped = [], []
+    for record in records:
+        if shard_is_complete(record, config.fused, config.extractor, config.fusion):
+            skipped.append(record.scene_id)
+        else:
+            todo.append(record)
+    return todo, skipped
