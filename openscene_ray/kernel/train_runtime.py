@@ -206,8 +206,10 @@ def report_epoch(metrics: dict[str, Any], rank: int, state: TrainState, epoch: i
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    """The module inside a DistributedDataParallel wrapper (or the module itself)."""
-    return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
+    """The bare network inside DistributedDataParallel / DataParallel wrappers."""
+    while isinstance(model, (torch.nn.parallel.DistributedDataParallel, torch.nn.DataParallel)):
+        model = model.module
+    return model
 
 
 def distributed() -> bool:

@@ -26,6 +26,7 @@ from openscene_ray import __version__
 from openscene_ray.kernel import storage
 from openscene_ray.kernel.config import StrictModel
 from openscene_ray.kernel.errors import OpenSceneError
+from openscene_ray.kernel.train_runtime import unwrap
 from openscene_ray.models.minkunet import MinkUNet, MinkUNetConfig
 
 __all__ = ["CheckpointError", "CheckpointMetadata", "load_checkpoint", "read_checkpoint_metadata", "save_checkpoint"]
@@ -51,19 +52,12 @@ class CheckpointMetadata(StrictModel):
     extra: dict[str, Any] = {}
 
 
-def _unwrap(model: nn.Module) -> nn.Module:
-    """The bare network inside DistributedDataParallel / DataParallel wrappers."""
-    while isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
-        model = model.module
-    return model
-
-
 def save_checkpoint(
     uri: str, model: nn.Module, config: MinkUNetConfig, metadata: CheckpointMetadata | dict[str, Any]
 ) -> str:
     """Write ``model`` (its state dict), ``config`` and ``metadata`` under ``uri``; returns ``uri``."""
     metadata = CheckpointMetadata.model_validate(metadata)
-    bare = _unwrap(model)
+    bare = unwrap(model)
     if isinstance(bare, MinkUNet) and bare.config != config:
         raise CheckpointError(f"the model was built from {bare.config!r}, not from the config being saved")
     if metadata.feature_dim != config.out_channels:
