@@ -3,6 +3,10 @@
 Each subcommand is a stage of :data:`~openscene_ray.kernel.stages.STAGES`, whose command module
 defines ``add_arguments(parser)`` and ``run(args) -> int``. Modules keep heavy imports
 (TensorFlow, torch, Ray) inside ``run`` so that ``openscene-ray --help`` stays fast.
+
+The error boundary: an expected error (:class:`~openscene_ray.kernel.errors.OpenSceneError`: bad
+input naming its file or field, an unavailable resource) prints one message and exits 2; the
+traceback appears only with ``-v``. Anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -13,9 +17,13 @@ import logging
 import os
 import sys
 
+from openscene_ray.kernel.errors import OpenSceneError
 from openscene_ray.kernel.stages import STAGES
 
-__all__ = ["build_parser", "main"]
+__all__ = ["build_parser", "expected_error", "main"]
+
+log = logging.getLogger("openscene_ray")
+QUIET_LOGGERS = ("botocore", "aiobotocore", "s3transfer", "boto3", "urllib3")
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -43,7 +51,31 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    return int(args._run(args) or 0)
+    for name in QUIET_LOGGERS:  # their debug output prints request headers (the AWS access key id)
+        logging.getLogger(name).setLevel(logging.INFO)
+    try:
+        return int(args._run(args) or 0)
+    except Exception as exc:
+        expected = expected_error(exc)
+        if expected is None:
+            raise
+        if args.verbose:
+            log.exception("%s failed", args.command)
+        print(f"openscene-ray {args.command}: error: {expected}", file=sys.stderr)
+        if not args.verbose:
+            print("(run with -v for the traceback)", file=sys.stderr)
+        return 2
+
+
+def expected_error(exc: BaseException) -> OpenSceneError | None:
+    """The expected error behind ``exc`` (itself, or the cause Ray wraps around a remote one)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OpenSceneError):
+            return exc
+        exc = getattr(exc, "cause", None) or exc.__cause__
+    return None
 
 
 if __name__ == "__main__":

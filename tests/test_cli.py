@@ -1,3 +1,4 @@
+import os
 import subprocess
 import sys
 
@@ -53,19 +54,20 @@ def test_stage_flags_override_files_and_set(monkeypatch, tmp_path):
         "evaluate", "--manifest", "m", "--output", "o", "--fused", "f", "--split", "all",
         "--mode", "fusion", "--mode", "ensemble", "--checkpoint", "c", "--scene", "scene0001_00"])  # fmt: skip
     assert (evaluate.split, evaluate.modes, evaluate.scenes, evaluate.fused) == (
-        None, ["fusion", "ensemble"], ["scene0001_00"], "f")
+        None, ["fusion", "ensemble"], ["scene0001_00"], os.path.abspath("f"))
     assert _config_passed_to(monkeypatch, "openscene_ray.evaluation.job", "run_evaluate", [
         "evaluate", "--manifest", "m", "--output", "o", "--fused", "f", "--split", "test"]).split == "test"
 
     distill = _config_passed_to(monkeypatch, "openscene_ray.distill.job", "run_distill", [
         "distill", "--manifest", "m", "--fused", "f", "--storage-path", "s3://b/runs", "--name", "r1",
         "--set", "workers=3"])  # fmt: skip
-    assert (distill.fused, distill.storage_path, distill.name, distill.workers) == ("f", "s3://b/runs", "r1", 3)
+    assert (distill.fused, distill.storage_path, distill.name, distill.workers) == (
+        os.path.abspath("f"), "s3://b/runs", "r1", 3)  # local paths made absolute on the driver
 
     query = _config_passed_to(monkeypatch, "openscene_ray.query.job", "run_query", [
         "query", "--text", "sofa", "--text", "lamp", "--fused", "d", "--output", "o", "--top-k", "7"])
     assert (query.texts, query.fused, query.search.top_scenes, query.search.top_points) == (
-        ["sofa", "lamp"], "d", 7, 7)
+        ["sofa", "lamp"], os.path.abspath("d"), 7, 7)
 
 
 @pytest.mark.parametrize("argv, new", [

@@ -95,6 +95,8 @@ def _image_header(uri: str, kind: str) -> tuple[tuple[int, int], str]:
         raise ViewProblem(kind, "missing file", uri) from None
     except UnidentifiedImageError:
         raise ViewProblem(kind, "cannot decode image header (not a recognised image format)", uri) from None
+    except Image.DecompressionBombError as exc:
+        raise ViewProblem(kind, f"refused: the header claims an oversized image ({exc})", uri) from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise ViewProblem(kind, f"cannot read image header ({type(exc).__name__}: {exc})", uri) from None
 

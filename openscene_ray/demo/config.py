@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import Field
 
-from openscene_ray.kernel.config import StrictModel
+from openscene_ray.kernel.config import StrictModel, Uri
 from openscene_ray.kernel.model_specs import DEFAULT_CLIP_ARCH, model_spec
 
 __all__ = ["SYNTHETIC_VISIBILITY", "DemoConfig", "demo_models"]
@@ -17,7 +17,7 @@ SYNTHETIC_VISIBILITY = 0.05  # the synthetic depth is exact (the reference's 0.2
 class DemoConfig(StrictModel):
     """What the demo runs: world size, distillation length, queries, optional real models."""
 
-    output: str = Field("demo-output", description="folder for every stage's outputs and the report")
+    output: Uri = Field("demo-output", description="folder for every stage's outputs and the report")
     seed: int = 0
     num_scenes: int = Field(6, ge=4, description="rooms; half train, half val (2+ each for 2 workers)")
     views_per_scene: int = Field(16, ge=1)

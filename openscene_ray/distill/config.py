@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
+from openscene_ray.kernel.config import Uri
 from openscene_ray.kernel.text import TextSpaceConfig
 from openscene_ray.kernel.train_runtime import TrainRunConfig
 from openscene_ray.models.augment import AugmentConfig
@@ -24,8 +25,8 @@ class DistillConfig(TrainRunConfig):
     renamed_fields = {"features": "fused", "label_set": "text.label_set", "text_encoder": "text.encoder",
                       "text_options": "text.options"}  # fmt: skip
 
-    manifest: str = Field(..., description="scene manifest URI (train and val splits)")
-    fused: str = Field(..., description="the fused output (the fusion job's folder: features/<scene_id>.parquet)")
+    manifest: Uri = Field(..., description="scene manifest URI (train and val splits)")
+    fused: Uri = Field(..., description="the fused output (the fusion job's folder: features/<scene_id>.parquet)")
     name: str = Field("distill", description="run name; rerunning the same name resumes it")
     model: MinkUNetConfig = Field(default_factory=MinkUNetConfig, description="out_channels = feature dim")
     voxel_size: float = Field(0.02, gt=0, description="metres: 0.02 indoor, 0.05 outdoor (nuScenes)")

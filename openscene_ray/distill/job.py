@@ -38,6 +38,7 @@ from typing import Any
 
 from openscene_ray.distill.config import DistillConfig
 from openscene_ray.kernel import storage
+from openscene_ray.kernel.errors import InputError
 from openscene_ray.kernel.features import list_shard_ids, read_metadata, shard_uri
 from openscene_ray.kernel.manifest import read_manifest
 
@@ -78,17 +79,17 @@ class DistillSummary:
 def _check_inputs(config: DistillConfig, train) -> dict[str, Any]:
     """Fail early on missing shards or a head that does not match them; returns a shard's metadata."""
     if not train:
-        raise ValueError(f"{config.manifest}: no scene has split 'train'")
+        raise InputError(f"{config.manifest}: no scene has split 'train'")
     present = list_shard_ids(config.fused)
     missing = [r.scene_id for r in train if r.scene_id not in present]
     if missing:
-        raise ValueError(
+        raise InputError(
             f"{len(missing)} train scene(s) have no feature shard in the fused output {config.fused} "
             f"(run the fusion job first): {missing[:10]}"
         )
     metadata = read_metadata(shard_uri(config.fused, train[0].scene_id))
     if metadata.get("feature_dim") != config.model.out_channels:
-        raise ValueError(
+        raise InputError(
             f"model.out_channels={config.model.out_channels} but the feature shards in {config.fused} have "
             f"feature_dim={metadata.get('feature_dim')} (text model {metadata.get('text_model')!r}); "
             f"set model.out_channels={metadata.get('feature_dim')}"
@@ -106,7 +107,7 @@ def _loop_settings(config: DistillConfig, val, shard_metadata: dict[str, Any], s
     if val and config.validate_every > 0:
         text = build_text_space(config.text, config.openscene_compat)
         if text.embeddings.shape[1] != config.model.out_channels:
-            raise ValueError(
+            raise InputError(
                 f"validation text encoder {config.text.encoder} {config.text.options} gives "
                 f"{text.embeddings.shape[1]}-d embeddings but the network outputs {config.model.out_channels}"
             )
@@ -169,7 +170,7 @@ def run_distill(config: DistillConfig) -> DistillSummary:
     rows = training_rows(train, config.fused, config.chunks)
     world = config.workers
     if len(rows) < world:
-        raise ValueError(f"{len(rows)} training row(s) cannot feed {world} workers; lower workers or add chunks")
+        raise InputError(f"{len(rows)} training row(s) cannot feed {world} workers; lower workers or add chunks")
     # Train splits the dataset with equal=True: every rank gets len(rows) // world rows.
     steps_per_epoch = math.ceil((len(rows) // world) / config.batch_size)
     settings = _loop_settings(config, val, shard_metadata, steps_per_epoch)

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pydantic import Field, model_validator
 
 from openscene_ray.evaluation.metrics import MODES, Mode
-from openscene_ray.kernel.config import StrictModel
+from openscene_ray.kernel.config import StrictModel, Uri
+from openscene_ray.kernel.errors import InputError
 from openscene_ray.kernel.manifest import SceneRecord
 from openscene_ray.kernel.ray_runtime import DataContextConfig, ResourcesConfig
 from openscene_ray.kernel.text import TextSpaceConfig
@@ -20,10 +21,10 @@ class EvaluateConfig(StrictModel):
 
     renamed_fields = {"fusion_output": "fused"}
 
-    manifest: str = Field(..., description="scene manifest URI")
-    output: str = Field(..., description="run folder for metrics, figures and optional outputs")
-    fused: str | None = Field(None, description="the fused output (the fusion job's folder: features/<scene>.parquet)")
-    checkpoint: str | None = Field(None, description="3D checkpoint folder (distill/ensemble)")
+    manifest: Uri = Field(..., description="scene manifest URI")
+    output: Uri = Field(..., description="run folder for metrics, figures and optional outputs")
+    fused: Uri | None = Field(None, description="the fused output (the fusion job's folder: features/<scene>.parquet)")
+    checkpoint: Uri | None = Field(None, description="3D checkpoint folder (distill/ensemble)")
     modes: list[Mode] | None = Field(None, description="default: every mode the given inputs allow")
     split: str | None = Field("val", description="manifest split to evaluate; null: every scene")
     scenes: list[str] | None = Field(None, description="these scene ids instead of a split")
@@ -76,10 +77,10 @@ def select_scenes(config: EvaluateConfig, records: list[SceneRecord]) -> list[Sc
         by_id = {r.scene_id: r for r in records}
         unknown = sorted(set(config.scenes) - set(by_id))
         if unknown:
-            raise ValueError(f"scenes not in the manifest {config.manifest}: {unknown}")
+            raise InputError(f"scenes not in the manifest {config.manifest}: {unknown}")
         return [by_id[s] for s in sorted(set(config.scenes))]
     chosen = [r for r in records if config.split is None or r.split == config.split]
     if not chosen:
         splits = sorted({r.split for r in records})
-        raise ValueError(f"no scene of split {config.split!r} in {config.manifest} (splits: {splits})")
+        raise InputError(f"no scene of split {config.split!r} in {config.manifest} (splits: {splits})")
     return chosen

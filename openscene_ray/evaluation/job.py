@@ -48,7 +48,7 @@ from openscene_ray.evaluation.report import (
     write_report,
 )
 from openscene_ray.kernel import storage
-from openscene_ray.kernel.errors import describe_error
+from openscene_ray.kernel.errors import InputError, describe_error
 from openscene_ray.kernel.features import read_features, shard_uri, write_features
 from openscene_ray.kernel.labels import get_label_set
 from openscene_ray.kernel.manifest import SceneRecord, load_points, read_manifest
@@ -96,7 +96,7 @@ class EvalActor:
 
             self.model, _, meta = load_checkpoint(config.checkpoint, self.device)
             if meta.feature_dim != self.text.embeddings.shape[1]:
-                raise ValueError(
+                raise InputError(
                     f"checkpoint {config.checkpoint} outputs {meta.feature_dim}-d features but the text "
                     f"encoder {config.text.encoder} gives {self.text.embeddings.shape[1]}-d embeddings"
                 )
@@ -227,9 +227,10 @@ def run_evaluate(config: EvaluateConfig) -> EvaluateSummary:
     modes = config.resolved_modes()
     summary = EvaluateSummary(output=config.output, scenes=[r.scene_id for r in scenes])
     if config.checkpoint is not None:
-        from openscene_ray.models.checkpoint import read_checkpoint_metadata
+        from openscene_ray.models.checkpoint import load_checkpoint
 
-        text_model = read_checkpoint_metadata(config.checkpoint).text_model
+        # on the driver first: a bad checkpoint fails here with its URI, not as dying actors
+        text_model = load_checkpoint(config.checkpoint)[2].text_model
         warning = check_text_model(text_model, config.text, f"checkpoint {config.checkpoint}")
         if warning:
             summary.warnings.append(warning)

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from pydantic import Field
 
-from openscene_ray.kernel.config import StrictModel
+from openscene_ray.kernel.config import Options, StrictModel, Uri
 from openscene_ray.kernel.ray_runtime import DataContextConfig, ResourcesConfig
 
 __all__ = ["ExtractorConfig", "FuseConfig", "FusionSettings"]
@@ -17,7 +15,7 @@ class ExtractorConfig(StrictModel):
     ``rgb``) or a plugin ``package.module:factory``, with its keyword options."""
 
     name: str = "label-oracle"
-    options: dict[str, Any] = Field(default_factory=dict)
+    options: Options = Field(default_factory=dict)
 
 
 class FusionSettings(StrictModel):
@@ -34,8 +32,8 @@ class FuseConfig(StrictModel):
 
     renamed_fields = {"output": "fused"}
 
-    manifest: str = Field(..., description="scene manifest URI written by ingest")
-    fused: str = Field(..., description="the fused output folder (features/, index/ and runs/ go below it)")
+    manifest: Uri = Field(..., description="scene manifest URI written by ingest")
+    fused: Uri = Field(..., description="the fused output folder (features/, index/ and runs/ go below it)")
     extractor: ExtractorConfig = Field(default_factory=ExtractorConfig)
     fusion: FusionSettings = Field(default_factory=FusionSettings)
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig)

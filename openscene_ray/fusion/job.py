@@ -1,13 +1,14 @@
 """The distributed fusion job: manifest → load scenes (CPU tasks) → extract + fuse (actor pool) →
-per-scene feature shards (written by the actors) + a small index (``write_parquet``).
+per-scene feature shards and index rows (written by the actors as scenes finish).
 
 Plan::
 
     the driver's manifest rows to fuse (Arrow columns, one scene per block)
       → map(load_scene_row, num_cpus)                      # fetch + decode views, bounded by one scene
       → map_batches(FuseActor, ActorPoolStrategy(min,max), num_gpus, batch_size=1)
-            └─ writes <fused>/features/<scene_id>.parquet atomically; returns one small index row
-      → write_parquet(<fused>/index/)
+            └─ writes <fused>/features/<scene_id>.parquet, then <fused>/index/<run>.<scene>.parquet,
+               each atomically, as the scene finishes; returns the small index row
+      → the driver streams the rows (summary; rows an actor could not write are written here)
 
 Feature maps and per-point feature matrices never enter Ray blocks. Scene outputs have
 deterministic names and atomic writes, so reruns resume (complete shards are skipped) and
@@ -24,10 +25,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from openscene_ray.fusion.config import ExtractorConfig, FuseConfig, FusionSettings
-from openscene_ray.fusion.scene import INDEX_COLUMNS, fuse_scene, index_row, plan_scenes
+from openscene_ray.fusion.scene import (
+    INDEX_COLUMNS,
+    fuse_scene,
+    index_row,
+    plan_scenes,
+    write_index_row,
+)
 from openscene_ray.kernel import storage
 from openscene_ray.kernel.errors import describe_error
-from openscene_ray.kernel.features import index_dir, run_summary_uri
+from openscene_ray.kernel.features import run_summary_uri
 from openscene_ray.kernel.manifest import SceneRecord, load_scene, read_manifest
 from openscene_ray.kernel.ray_runtime import (
     actor_pool_options,
@@ -95,7 +102,15 @@ class FuseActor:
             except Exception as exc:  # noqa: BLE001 - recorded as the scene's error row
                 row = index_row(record, run_id, status="failed", error=describe_error(exc))
             rows.append(row)
-        return {key: [r[key] for r in rows] for key in INDEX_COLUMNS}
+        return {key: [r[key] for r in rows] for key in INDEX_COLUMNS} | {"index_error": [self._index(r) for r in rows]}
+
+    def _index(self, row: dict[str, Any]) -> str:
+        """Write the scene's index row now; the error text when that fails (the driver retries it)."""
+        try:
+            write_index_row(self.fused, row)
+        except Exception as exc:  # noqa: BLE001 - the driver writes the rows that could not be written here
+            return describe_error(exc)
+        return ""
 
 
 @dataclass
@@ -164,15 +179,18 @@ def run_fuse(config: FuseConfig) -> FuseSummary:
     if todo:
         init_ray(config.address)
         configure_data_context(config.data)
-        index = build_dataset(config, todo, run_id).materialize()
-        fs, index_path = storage.to_pyarrow_filesystem(index_dir(config.fused))
-        index.write_parquet(index_path, filesystem=fs)
-        for row in index.take_all():
+        unwritten = []
+        for row in build_dataset(config, todo, run_id).iter_rows():  # rows stream in as scenes finish
+            row = dict(row)
+            if row.pop("index_error"):
+                unwritten.append(row)
             if row["status"] == "done":
                 summary.done.append(row["scene_id"])
                 summary.points += int(row["n_points"])
             else:
                 summary.failed[row["scene_id"]] = row["error"]
+        for row in unwritten:  # the actor could not write it (a storage outage): one more try, here
+            write_index_row(config.fused, row)
     summary.seconds = time.perf_counter() - start
     storage.write_bytes(run_summary_uri(config.fused, run_id), json.dumps(summary.as_dict(), indent=2).encode())
     return summary

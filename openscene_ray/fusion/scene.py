@@ -9,21 +9,30 @@ import time
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
 from openscene_ray.fusion.config import ExtractorConfig, FuseConfig, FusionSettings
 from openscene_ray.fusion.core import FusionParams, fuse_views
 from openscene_ray.kernel import storage
-from openscene_ray.kernel.features import read_metadata, shard_uri, write_features
+from openscene_ray.kernel.errors import InputError
+from openscene_ray.kernel.features import (
+    index_row_uri,
+    read_metadata,
+    shard_uri,
+    write_features,
+)
 from openscene_ray.kernel.manifest import SceneRecord
 
 __all__ = [
     "INDEX_COLUMNS",
+    "INDEX_SCHEMA",
     "fuse_scene",
     "fusion_params",
     "index_row",
     "plan_scenes",
     "scene_digest",
     "shard_is_complete",
+    "write_index_row",
 ]
 
 
@@ -31,6 +40,11 @@ INDEX_COLUMNS = (
     "run_id", "scene_id", "status", "error", "n_points", "n_seen", "n_views", "n_views_skipped",
     "bytes", "seconds",
 )  # fmt: skip
+INDEX_SCHEMA = pa.schema([
+    ("run_id", pa.string()), ("scene_id", pa.string()), ("status", pa.string()), ("error", pa.string()),
+    ("n_points", pa.int64()), ("n_seen", pa.int64()), ("n_views", pa.int64()), ("n_views_skipped", pa.int64()),
+    ("bytes", pa.int64()), ("seconds", pa.float64()),
+])  # fmt: skip
 
 
 def index_row(record: SceneRecord, run_id: str, **values) -> dict[str, Any]:
@@ -39,6 +53,13 @@ def index_row(record: SceneRecord, run_id: str, **values) -> dict[str, Any]:
     row.update(run_id=run_id, scene_id=record.scene_id, status="done", error="", n_points=record.num_points)
     row.update(values)
     return row
+
+
+def write_index_row(fused: str, row: dict[str, Any]) -> None:
+    """Write one scene's index row (its own small Parquet object, atomically) as the scene finishes,
+    so a run that dies later keeps the rows of the scenes it finished."""
+    table = pa.Table.from_pylist([row], schema=INDEX_SCHEMA)
+    storage.write_parquet(index_row_uri(fused, row["run_id"], row["scene_id"]), table)
 
 
 def scene_digest(record: SceneRecord) -> str:
@@ -133,7 +154,7 @@ def plan_scenes(config: FuseConfig, records: list[SceneRecord]) -> tuple[list[Sc
         wanted = set(config.scenes)
         unknown = wanted - {r.scene_id for r in records}
         if unknown:
-            raise ValueError(f"scenes not in the manifest {config.manifest}: {sorted(unknown)}")
+            raise InputError(f"scenes not in the manifest {config.manifest}: {sorted(unknown)}")
         records = [r for r in records if r.scene_id in wanted]
     if config.overwrite:
         return records, []

@@ -9,17 +9,27 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from collections.abc import Mapping
-from typing import Any, ClassVar, TypeVar
+from typing import Annotated, Any, ClassVar, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    ValidationError,
+    model_validator,
+)
 
 from openscene_ray.kernel import storage
 from openscene_ray.kernel.errors import OpenSceneError
 
 __all__ = [
     "ConfigError",
+    "Options",
+    "Uri",
+    "absolutize_local_paths",
     "StrictModel",
     "add_config_arguments",
     "add_renamed_flags",
@@ -28,6 +38,31 @@ __all__ = [
     "dump_config",
     "load_config",
 ]
+
+
+def _absolute(value: str) -> str:
+    return storage.absolute_uri(value)
+
+
+Uri = Annotated[str, AfterValidator(_absolute)]
+"""A storage URI field: local paths are made absolute when the config is built (on the driver)."""
+
+
+def absolutize_local_paths(options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` (free-form model or encoder options) with every string that names an existing
+    relative local path made absolute, recursively: Ray workers would resolve it elsewhere."""
+    out: dict[str, Any] = {}
+    for key, value in options.items():
+        if isinstance(value, dict):
+            value = absolutize_local_paths(value)
+        elif isinstance(value, str) and value and "://" not in value and not os.path.isabs(value) and os.path.exists(value):
+            value = os.path.abspath(value)
+        out[key] = value
+    return out
+
+
+Options = Annotated[dict[str, Any], AfterValidator(absolutize_local_paths)]
+"""Free-form options (of a model, an encoder): existing relative local paths in them are made absolute."""
 
 
 class ConfigError(OpenSceneError, ValueError):

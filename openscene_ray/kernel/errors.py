@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 
-__all__ = ["ERROR_TEXT_LIMIT", "OpenSceneError", "describe_error"]
+__all__ = ["ERROR_TEXT_LIMIT", "InputError", "OpenSceneError", "describe_error"]
 
 ERROR_TEXT_LIMIT = 2000  # characters of an error kept in index rows, reports and logs
 
@@ -41,6 +41,11 @@ class OpenSceneError(Exception):
     def __reduce__(self):
         args, kwargs = self.__dict__.get("_init_args", (self.args, {}))
         return (_rebuild, (type(self), args, kwargs))
+
+
+class InputError(OpenSceneError, ValueError):
+    """The inputs of a stage do not fit together (unknown scenes, a missing split, missing shards,
+    a model for another feature width, ...); the message says what and where."""
 
 
 def describe_error(exc: BaseException, limit: int = ERROR_TEXT_LIMIT) -> str:

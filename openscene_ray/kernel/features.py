@@ -3,7 +3,7 @@
 The fused output (``fused`` in every config and ``--fused`` on every command) is a folder::
 
     features/<scene_id>.parquet   one shard per scene (below)
-    index/*.parquet               one row per processed scene and run (the fusion job's index)
+    index/<run_id>.<scene_id>.parquet   the index row of each processed scene, written as it finishes
     runs/<run_id>.json            each run's summary
 
 Shard schema:
@@ -41,6 +41,7 @@ __all__ = [
     "feature_table",
     "features_dir",
     "index_dir",
+    "index_row_uri",
     "list_shard_ids",
     "read_features",
     "run_summary_uri",
@@ -71,6 +72,11 @@ def features_dir(fused: str) -> str:
 def index_dir(fused: str) -> str:
     """The folder of a fused output's index rows."""
     return storage.join(fused, "index")
+
+
+def index_row_uri(fused: str, run_id: str, scene_id: str) -> str:
+    """The index row of one scene in one run (written as the scene finishes)."""
+    return storage.join(index_dir(fused), f"{run_id}.{scene_id}.parquet")
 
 
 def run_summary_uri(fused: str, run_id: str) -> str:

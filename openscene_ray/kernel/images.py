@@ -33,6 +33,8 @@ def _open(data: bytes, source: str) -> Image.Image:
         image = Image.open(io.BytesIO(data))
         image.load()
         return image
+    except Image.DecompressionBombError as exc:  # a header claiming billions of pixels
+        raise ImageDecodeError(f"{source}: refused to decode image ({exc})") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise ImageDecodeError(f"{source}: cannot decode image ({exc})") from None
 

@@ -22,14 +22,18 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-# Transient S3 errors worth retrying on top of Ray's defaults (throttling, dropped connections).
-EXTRA_RETRIED_IO_ERRORS = ("AWS Error ACCESS_DENIED", "Connection reset", "SlowDown", "RequestTimeout")
+# Transient S3 errors worth retrying on top of Ray's defaults (throttling, dropped connections);
+# access denied is not transient, and retrying it only delays the error.
+EXTRA_RETRIED_IO_ERRORS = ("Connection reset", "SlowDown", "RequestTimeout")
 
 
 class DataContextConfig(StrictModel):
     """Ray Data knobs. Long scenes and slow GPU scale-up need a no-progress timeout above Ray's 30 min."""
 
-    no_progress_timeout_s: float = Field(4 * 3600, description="-1 disables the stall guard")
+    no_progress_timeout_s: float = Field(
+        3600, description="fail a job that makes no progress this long (slow GPU scale-up needs more than Ray's "
+        "30 min default); -1 disables the stall guard"
+    )
     retried_io_errors: list[str] = Field(default_factory=lambda: list(EXTRA_RETRIED_IO_ERRORS))
     progress_bars: bool | None = Field(None, description="None: on, except under CI")
     max_errored_blocks: int = 0

@@ -13,9 +13,18 @@ import importlib
 from collections.abc import Callable, Iterable, Mapping
 from typing import Generic, TypeVar
 
-__all__ = ["Registry"]
+from openscene_ray.kernel.errors import OpenSceneError
+
+__all__ = ["Registry", "UnknownEntryError"]
 
 T = TypeVar("T")
+
+
+class UnknownEntryError(OpenSceneError, KeyError):
+    """A name that no registry entry answers to (the message lists the known ones)."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])
 
 
 class Registry(Generic[T]):
@@ -50,19 +59,19 @@ class Registry(Generic[T]):
         return name in self._entries or name in self._lazy
 
     def get(self, name: str) -> T:
-        """The entry ``name``; raises KeyError naming the known entries."""
+        """The entry ``name``; raises :class:`UnknownEntryError` (a KeyError) naming the known entries."""
         if self._plugins and ":" in name:
             module_name, _, attribute = name.partition(":")
             try:
                 return getattr(importlib.import_module(module_name), attribute)
             except (ImportError, AttributeError) as exc:
-                raise KeyError(f"cannot load plugin {self.kind} {name!r}: {exc}") from None
+                raise UnknownEntryError(f"cannot load plugin {self.kind} {name!r}: {exc}") from None
         if name not in self._entries and name in self._lazy:
             importlib.import_module(self._lazy[name])
         try:
             return self._entries[name]
         except KeyError:
-            raise KeyError(f"unknown {self.kind} {name!r}; known: {', '.join(self.names())}") from None
+            raise UnknownEntryError(f"unknown {self.kind} {name!r}; known: {', '.join(self.names())}") from None
 
     def values(self) -> list[T]:
         """The registered entries (lazy modules are not imported), without alias duplicates."""

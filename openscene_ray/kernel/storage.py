@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, SecretStr
 from openscene_ray.kernel.errors import OpenSceneError
 
 __all__ = [
+    "absolute_uri",
     "StorageError",
     "StorageOptions",
     "exists",
@@ -59,6 +60,13 @@ class ObjectNotFound(StorageError, FileNotFoundError):
     """The URI names no object (or its bucket does not exist)."""
 
 
+_LIMIT_ENV = {
+    "connect_timeout_s": "OPENSCENE_S3_CONNECT_TIMEOUT_S",
+    "read_timeout_s": "OPENSCENE_S3_READ_TIMEOUT_S",
+    "max_attempts": "OPENSCENE_S3_MAX_ATTEMPTS",
+}
+
+
 def _env_first(*names: str) -> str | None:
     for name in names:
         value = os.environ.get(name)
@@ -77,11 +85,21 @@ class StorageOptions(BaseModel):
     access_key_id: SecretStr | None = None
     secret_access_key: SecretStr | None = None
     anonymous: bool = False
+    # A dead endpoint must fail a call within a deadline, not hang a job: about
+    # max_attempts × (connect_timeout_s + backoff) for a refused or unreachable endpoint.
+    connect_timeout_s: float = 5.0
+    read_timeout_s: float = 60.0
+    max_attempts: int = 3
 
     @classmethod
     def from_env(cls) -> StorageOptions:
         key = _env_first("AWS_ACCESS_KEY_ID")
         secret = _env_first("AWS_SECRET_ACCESS_KEY")
+        limits = {
+            field: float(value) if field.endswith("_s") else int(value)
+            for field, name in _LIMIT_ENV.items()
+            if (value := os.environ.get(name))
+        }
         return cls(
             endpoint_url=_env_first(
                 "OPENSCENE_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"
@@ -89,10 +107,18 @@ class StorageOptions(BaseModel):
             region=_env_first("AWS_REGION", "AWS_DEFAULT_REGION"),
             access_key_id=SecretStr(key) if key else None,
             secret_access_key=SecretStr(secret) if secret else None,
+            **limits,
         )
 
     def s3fs_kwargs(self) -> dict[str, Any]:
-        kwargs: dict[str, Any] = {"anon": self.anonymous}
+        kwargs: dict[str, Any] = {
+            "anon": self.anonymous,
+            "config_kwargs": {
+                "connect_timeout": self.connect_timeout_s,
+                "read_timeout": self.read_timeout_s,
+                "retries": {"max_attempts": self.max_attempts, "mode": "standard"},
+            },
+        }
         client_kwargs: dict[str, Any] = {}
         if self.endpoint_url:
             client_kwargs["endpoint_url"] = self.endpoint_url
@@ -149,7 +175,9 @@ def to_pyarrow_filesystem(uri: str, options: StorageOptions | None = None):
         opts = options or StorageOptions.from_env()
         kwargs: dict[str, Any] = {
             "region": opts.region or "us-east-1",
-            "retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=10),
+            "retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=opts.max_attempts),
+            "connect_timeout": opts.connect_timeout_s,
+            "request_timeout": opts.read_timeout_s,
         }
         if opts.anonymous:
             kwargs["anonymous"] = True
@@ -163,6 +191,16 @@ def to_pyarrow_filesystem(uri: str, options: StorageOptions | None = None):
         return pafs.S3FileSystem(**kwargs), uri.split("://", 1)[1]
     fs, path = filesystem(uri, options)
     return pafs.PyFileSystem(pafs.FSSpecHandler(fs)), path
+
+
+def absolute_uri(uri: str) -> str:
+    """``uri`` with a local path made absolute (``~`` expanded); URIs with a scheme are unchanged.
+
+    Configs resolve local paths on the driver, before anything reaches Ray: Ray workers run in
+    other working directories, where a relative path names another place (or nothing)."""
+    if _scheme(uri) != "file" or uri.startswith("file://"):
+        return uri
+    return os.path.abspath(os.path.expanduser(uri))
 
 
 def join(uri: str, *parts: str) -> str:

@@ -17,7 +17,8 @@ from typing import Any, Literal, Protocol
 import numpy as np
 from pydantic import Field
 
-from openscene_ray.kernel.config import StrictModel
+from openscene_ray.kernel.config import Options, StrictModel
+from openscene_ray.kernel.errors import InputError
 from openscene_ray.kernel.labels import get_label_set
 from openscene_ray.kernel.model_specs import DEFAULT_CLIP_ARCH
 from openscene_ray.kernel.registry import Registry
@@ -113,7 +114,7 @@ class TextSpaceConfig(StrictModel):
 
     label_set: str = "scannet20"
     encoder: str = Field("open_clip", description="text encoder kind: open_clip, synthetic, ...")
-    options: dict[str, Any] = Field(
+    options: Options = Field(
         default_factory=lambda: {"arch": DEFAULT_CLIP_ARCH, "checkpoint": "openai"},
         description="encoder options, e.g. {arch, checkpoint} or {dim, seed}",
     )
@@ -137,7 +138,7 @@ def check_text_model(found: str | None, config: TextSpaceConfig, what: str) -> s
         "unless the two are the same model"
     )
     if config.on_mismatch == "error":
-        raise ValueError(message + " (set text.on_mismatch=warn to go on anyway)")
+        raise InputError(message + " (set text.on_mismatch=warn to go on anyway)")
     return message
 
 

@@ -21,7 +21,7 @@ import torch.distributed as dist
 from pydantic import Field, field_validator
 
 from openscene_ray.kernel import storage
-from openscene_ray.kernel.config import StrictModel
+from openscene_ray.kernel.config import StrictModel, Uri
 from openscene_ray.kernel.ray_runtime import (
     DataContextConfig,
     configure_data_context,
@@ -69,7 +69,7 @@ class HookConfig(StrictModel):
 class TrainRunConfig(StrictModel):
     """The Ray Train settings of a training stage (its config derives from this)."""
 
-    storage_path: str = Field(..., description="Ray Train storage: a local path or s3://bucket/prefix")
+    storage_path: Uri = Field(..., description="Ray Train storage: a local path or s3://bucket/prefix")
     name: str = Field("run", description="run name; rerunning the same name resumes it")
     workers: int = Field(1, ge=1, description="Train workers (Ray Train's local mode keeps no checkpoints)")
     use_gpu: bool = False

@@ -25,7 +25,7 @@ from torch import nn
 from openscene_ray import __version__
 from openscene_ray.kernel import storage
 from openscene_ray.kernel.config import StrictModel
-from openscene_ray.kernel.errors import OpenSceneError
+from openscene_ray.kernel.errors import OpenSceneError, describe_error
 from openscene_ray.kernel.train_runtime import unwrap
 from openscene_ray.models.minkunet import MinkUNet, MinkUNetConfig
 
@@ -90,6 +90,8 @@ def _read_document(uri: str) -> dict:
         ) from None
     except json.JSONDecodeError as exc:
         raise CheckpointError(f"{config_uri}: not valid JSON ({exc})") from None
+    if not isinstance(document, dict):
+        raise CheckpointError(f"{config_uri}: expected a JSON object, got {type(document).__name__}")
     if document.get("format") != FORMAT:
         raise CheckpointError(f"{config_uri}: format {document.get('format')!r}, expected {FORMAT!r}")
     if document.get("format_version") != FORMAT_VERSION:
@@ -101,19 +103,36 @@ def _read_document(uri: str) -> dict:
 
 def read_checkpoint_metadata(uri: str) -> CheckpointMetadata:
     """The metadata saved with the checkpoint under ``uri``, without reading its weights."""
-    return CheckpointMetadata.model_validate(_read_document(uri)["metadata"])
+    try:
+        return CheckpointMetadata.model_validate(_read_document(uri)["metadata"])
+    except (KeyError, TypeError, ValueError) as exc:
+        if isinstance(exc, CheckpointError):
+            raise
+        raise CheckpointError(f"{uri}: {CONFIG_NAME} has no valid metadata ({describe_error(exc)})") from None
 
 
 def load_checkpoint(
     uri: str, device: str | torch.device = "cpu"
 ) -> tuple[MinkUNet, MinkUNetConfig, CheckpointMetadata]:
-    """Rebuild the network saved under ``uri``: ``(model in eval mode on device, config, metadata)``."""
+    """Rebuild the network saved under ``uri``: ``(model in eval mode on device, config, metadata)``.
+
+    Every problem (an incomplete or foreign folder, a weights file named outside the folder, a
+    corrupt or mismatched state dict) is a :class:`CheckpointError` naming the checkpoint."""
     document = _read_document(uri)
-    config = MinkUNetConfig.model_validate(document["model_config"])
-    metadata = CheckpointMetadata.model_validate(document["metadata"])
-    weights = storage.read_bytes(storage.join(uri, document["weights"]["name"]))
-    if hashlib.sha256(weights).hexdigest() != document["weights"]["sha256"]:
+    try:
+        config = MinkUNetConfig.model_validate(document["model_config"])
+        metadata = CheckpointMetadata.model_validate(document["metadata"])
+        weights_name, digest = document["weights"]["name"], document["weights"]["sha256"]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{uri}: {CONFIG_NAME} is malformed ({describe_error(exc)})") from None
+    if weights_name != WEIGHTS_NAME:  # never follow a name out of the folder ("../x.pt")
+        raise CheckpointError(f"{uri}: {CONFIG_NAME} names weights {weights_name!r}; expected {WEIGHTS_NAME!r}")
+    weights = storage.read_bytes(storage.join(uri, WEIGHTS_NAME))
+    if hashlib.sha256(weights).hexdigest() != digest:
         raise CheckpointError(f"{uri}: the weights do not match the digest in {CONFIG_NAME} (mixed or corrupt export)")
     model = MinkUNet(config)
-    model.load_state_dict(load_safetensors(weights), strict=True)
+    try:
+        model.load_state_dict(load_safetensors(weights), strict=True)
+    except Exception as exc:  # noqa: BLE001 - safetensors and torch raise their own types
+        raise CheckpointError(f"{storage.join(uri, WEIGHTS_NAME)}: unreadable weights ({describe_error(exc)})") from None
     return model.to(device).eval(), config, metadata

@@ -7,7 +7,7 @@ import string
 from pydantic import Field, field_validator, model_validator
 
 from openscene_ray.evaluation.metrics import Mode
-from openscene_ray.kernel.config import StrictModel
+from openscene_ray.kernel.config import StrictModel, Uri
 from openscene_ray.kernel.ray_runtime import DataContextConfig
 from openscene_ray.kernel.text import TextSpaceConfig
 
@@ -48,18 +48,18 @@ class QueryConfig(StrictModel):
     renamed_fields = {"database": "fused", "fusion_output": "fused"}
 
     texts: list[str] = Field(default_factory=list)
-    images: list[str] = Field(default_factory=list, description="image URIs (CLIP image queries)")
+    images: list[Uri] = Field(default_factory=list, description="image URIs (CLIP image queries)")
     template: str | None = Field(None, description="text template, e.g. 'a {} in a scene'")
     text: TextSpaceConfig = Field(default_factory=TextSpaceConfig)
-    output: str = Field(..., description="folder for query.json (and heatmaps)")
+    output: Uri = Field(..., description="folder for query.json (and heatmaps)")
     device: str = "cpu"
     # one scene
     scene: str | None = None
-    manifest: str | None = Field(None, description="scene manifest (points; xyz for database results)")
+    manifest: Uri | None = Field(None, description="scene manifest (points; xyz for database results)")
     source: Mode = "fusion"
-    fused: str | None = Field(None, description="the fused output (or any folder of feature shards): "
+    fused: Uri | None = Field(None, description="the fused output (or any folder of feature shards): "
                               "the scene's fused features, or the database to search")
-    checkpoint: str | None = None
+    checkpoint: Uri | None = None
     view: str = Field("top", description="rendering view: top, front, side, oblique")
     image_size: int = Field(800, ge=100)
     # database search

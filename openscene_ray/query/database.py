@@ -32,7 +32,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from openscene_ray.kernel import storage
-from openscene_ray.kernel.errors import describe_error
+from openscene_ray.kernel.errors import InputError, describe_error
 from openscene_ray.kernel.features import FEATURE_CHUNK_ROWS, features_dir
 from openscene_ray.kernel.manifest import read_manifest
 from openscene_ray.kernel.text import check_text_model
@@ -74,7 +74,7 @@ def list_shards(database: str, manifest: str | None = None) -> list[ShardEntry]:
         storage.join(features_dir(database), "*.parquet")
     )
     if not uris:
-        raise ValueError(f"no feature shards (*.parquet) in {database} or {features_dir(database)}")
+        raise InputError(f"no feature shards (*.parquet) in {database} or {features_dir(database)}")
     points = {}
     if manifest is not None:
         points = {r.scene_id: r.points_uri for r in read_manifest(manifest)}

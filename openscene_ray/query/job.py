@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from openscene_ray.kernel import storage
+from openscene_ray.kernel.errors import InputError
 from openscene_ray.kernel.manifest import read_manifest
 from openscene_ray.kernel.text import check_text_model
 from openscene_ray.query.config import QueryConfig, SearchSettings
@@ -72,7 +73,7 @@ def run_query(config: QueryConfig) -> dict[str, Any]:
     if config.scene is not None:
         records = {r.scene_id: r for r in read_manifest(config.manifest)}
         if config.scene not in records:
-            raise ValueError(f"scene {config.scene!r} is not in {config.manifest}")
+            raise InputError(f"scene {config.scene!r} is not in {config.manifest}")
         scene = load_scene_features(records[config.scene], config.source, fused=config.fused,
                                     checkpoint=config.checkpoint, text=config.text, device=config.device)  # fmt: skip
         warning = check_text_model(scene.text_model, config.text, f"the {config.source} features")

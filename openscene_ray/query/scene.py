@@ -23,6 +23,7 @@ import numpy as np
 
 from openscene_ray.evaluation.metrics import MODES, Mode
 from openscene_ray.kernel import storage
+from openscene_ray.kernel.errors import InputError
 from openscene_ray.kernel.manifest import SceneRecord, load_points
 from openscene_ray.kernel.text import TextSpaceConfig
 from openscene_ray.query.database import cosine_scores
@@ -56,14 +57,14 @@ def load_scene_features(record: SceneRecord, source: Mode = "fusion", *, fused: 
     """Points plus per-point features of ``source`` (see the module docstring). ``ensemble``
     needs ``text`` (the label set whose prompts decide between 2D and 3D)."""
     if source not in MODES:
-        raise ValueError(f"unknown feature source {source!r}; expected one of {', '.join(MODES)}")
+        raise InputError(f"unknown feature source {source!r}; expected one of {', '.join(MODES)}")
     missing = [what for what, needed, given in (
         ("the fused output", source in ("fusion", "ensemble"), fused),
         ("a checkpoint", source in ("distill", "ensemble"), checkpoint),
         ("the text space config (its label set's prompts)", source == "ensemble", text),
     ) if needed and given is None]  # fmt: skip
     if missing:  # checked before any points, shards or network are loaded
-        raise ValueError(f"source {source!r} needs {' and '.join(missing)}")
+        raise InputError(f"source {source!r} needs {' and '.join(missing)}")
     xyz, rgb, labels = load_points(record.points_uri)
     n = len(xyz)
     f2d = has2d = f3d = None
@@ -81,7 +82,7 @@ def load_scene_features(record: SceneRecord, source: Mode = "fusion", *, fused: 
         model, _, meta = load_checkpoint(checkpoint, device)
         f3d = distill_features(model, xyz, meta.voxel_size, rgb)
         if text_model is not None and text_model != meta.text_model:
-            raise ValueError(f"the fusion shard ({text_model!r}) and the checkpoint ({meta.text_model!r}) were "
+            raise InputError(f"the fusion shard ({text_model!r}) and the checkpoint ({meta.text_model!r}) were "
                              "made for different text models: their ensemble is meaningless")
         text_model = meta.text_model
     if source == "fusion":
