@@ -763,6 +763,33 @@ def test_runtime_env_working_dir_package_is_code_only(tmp_path):
         assert not spec.match_file(path), path
 
 
+SECRETS = (".env", ".env.production", ".aws/credentials", ".aws/config", "deploy.pem", "tls/server.key",
+           "my_token.txt", "ray_auth_token", "gcp-credentials.json", "db_secret.yaml", ".ssh/id_rsa", ".netrc")
+
+
+@pytest.mark.parametrize("use_gitignore", [True, False])
+def test_working_dir_package_leaves_planted_secrets_behind(tmp_path, use_gitignore):
+    """Untracked credentials in a checkout never reach the job package Ray uploads to every node,
+    with or without Ray's .gitignore handling."""
+    from ray._private.runtime_env import packaging
+
+    checkout = tmp_path / "checkout"
+    for name in ("pyproject.toml", ".gitignore", "openscene_ray/__init__.py", "jobs/fuse.py", "configs/fuse.yaml",
+                 "cluster/runtime_env.yaml"):  # fmt: skip
+        (checkout / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(REPO / name if (REPO / name).exists() else RUNTIME_ENV_YAML, checkout / name)
+    for secret in SECRETS:
+        (checkout / secret).parent.mkdir(parents=True, exist_ok=True)
+        (checkout / secret).write_text("AKIAEXAMPLE-do-not-ship\n")
+    excludes = yaml.safe_load(RUNTIME_ENV_YAML.read_text())["excludes"]
+    out = tmp_path / "pkg.zip"
+    packaging._zip_files(str(checkout), list(excludes), str(out), include_gitignore=use_gitignore)
+    names = set(zipfile.ZipFile(out).namelist())
+    assert {"pyproject.toml", "openscene_ray/__init__.py", "jobs/fuse.py", "configs/fuse.yaml"} <= names
+    leaked = [s for s in SECRETS if s in names]
+    assert not leaked, f"secrets packaged for upload: {leaked}"
+
+
 # ----------------------------------------------------------------------------- slow: real head + job
 
 
