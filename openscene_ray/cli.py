@@ -16,13 +16,13 @@ import importlib
 import logging
 import os
 import sys
+import traceback
 
 from openscene_ray.kernel.errors import OpenSceneError
 from openscene_ray.kernel.stages import STAGES
 
 __all__ = ["build_parser", "expected_error", "main"]
 
-log = logging.getLogger("openscene_ray")
 QUIET_LOGGERS = ("botocore", "aiobotocore", "s3transfer", "boto3", "urllib3")
 
 def build_parser() -> argparse.ArgumentParser:
@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         if expected is None:
             raise
         if args.verbose:
-            log.exception("%s failed", args.command)
+            traceback.print_exception(exc, file=sys.stderr)
         print(f"openscene-ray {args.command}: error: {expected}", file=sys.stderr)
         if not args.verbose:
             print("(run with -v for the traceback)", file=sys.stderr)

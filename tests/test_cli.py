@@ -13,7 +13,10 @@ def test_help_lists_the_subcommands():
 
     for name in ("synth", "ingest", "fuse", "distill", "evaluate", "query", "demo"):
         assert name in out
-    assert [s.name for s in STAGES.values()] == ["synth", "ingest", "fuse", "distill", "evaluate", "query", "demo"]
+    names = [s.name for s in STAGES.values()]
+    assert [n for n in names if n in ("synth", "ingest", "fuse", "distill", "evaluate", "query")] == [
+        "synth", "ingest", "fuse", "distill", "evaluate", "query"]  # the pipeline's order
+    assert all(name in out for name in names)
 
 
 def _config_passed_to(monkeypatch, module: str, function: str, argv: list[str]):

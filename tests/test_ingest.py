@@ -1,6 +1,5 @@
 """The ingest command: manifest + points Parquet + per-scene errors, idempotent, any storage root."""
 
-import argparse
 import io
 import os
 import pickle
@@ -9,7 +8,6 @@ import numpy as np
 import pytest
 
 from openscene_ray import cli
-from openscene_ray.datasets import command
 from openscene_ray.datasets.ingest import ERRORS_SCHEMA, read_errors
 from openscene_ray.kernel import images, storage
 from openscene_ray.kernel import manifest as mf
@@ -23,9 +21,7 @@ class _Evil:
 
 
 def _ingest(*argv: str) -> int:
-    parser = argparse.ArgumentParser()
-    command.add_arguments(parser)
-    return command.run(parser.parse_args(list(argv)))
+    return cli.main(["ingest", *argv])
 
 
 def _txt(matrix) -> bytes:
@@ -111,6 +107,9 @@ def test_ingest_reports_bad_scenes_and_keeps_the_rest(tmp_path, capsys):
 
 def test_ingest_exit_codes_and_duplicates(tmp_path, capsys):
     root, out = str(tmp_path / "data"), str(tmp_path / "out")
+    assert _ingest("--layout", "replica", "--root", root, "--out", out) == 2  # no such root
+    assert "the dataset root does not exist" in capsys.readouterr().err
+    os.makedirs(root)
     assert _ingest("--layout", "replica", "--root", root, "--out", out) == 1  # nothing there
     assert mf.read_manifest(f"{out}/manifest.parquet") == []
     assert _ingest("--layout", "scannet", "--root", root, "--out", out, "--set", "frame_skip=zero") == 2

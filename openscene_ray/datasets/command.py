@@ -31,19 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from openscene_ray.datasets.ingest import ingest
     from openscene_ray.datasets.layouts import build_layout
-    from openscene_ray.kernel import storage
-    from openscene_ray.kernel.config import ConfigError
 
-    try:
-        layout = build_layout(args.layout, args.overrides, args.config)
-    except ConfigError as exc:
-        print(f"ingest: layout {args.layout}: {exc}", file=sys.stderr)
-        return 2
-    try:
-        result = ingest(layout, args.root, args.out, args.split, args.workers)
-    except storage.StorageError as exc:
-        print(f"ingest: {exc}", file=sys.stderr)
-        return 2
+    layout = build_layout(args.layout, args.overrides, args.config)
+    result = ingest(layout, args.root, args.out, args.split, args.workers)
     for error in result.errors[:_MAX_ERRORS_SHOWN]:
         print(f"ingest: failed: {error.error}", file=sys.stderr)
     if len(result.errors) > _MAX_ERRORS_SHOWN:

@@ -22,6 +22,7 @@ import pyarrow as pa
 from openscene_ray.datasets.files import normalize_root
 from openscene_ray.datasets.layouts import Layout, SceneRef
 from openscene_ray.kernel import manifest, storage
+from openscene_ray.kernel.errors import InputError, describe_error
 from openscene_ray.kernel.scene import SceneError
 
 __all__ = ["ERRORS_SCHEMA", "IngestError", "IngestResult", "ingest", "read_errors"]
@@ -55,6 +56,8 @@ class IngestResult:
 def ingest(layout: Layout, root: str, out: str, split: str | None = None, workers: int = 8) -> IngestResult:
     """Ingest every scene of ``layout`` under ``root`` (only ``split`` where given) into ``out``."""
     root, out = normalize_root(root), normalize_root(out)
+    if not storage.exists(root):
+        raise InputError(f"{root}: the dataset root does not exist")
     refs = layout.list_scenes(root, split)
     log.info("ingest: %d scene(s) found under %s (layout %s)", len(refs), root, layout.name)
     errors: list[IngestError] = []
@@ -77,7 +80,7 @@ def ingest(layout: Layout, root: str, out: str, split: str | None = None, worker
             return IngestError(ref.scene_id, ref.source, str(exc))
         except Exception as exc:  # noqa: BLE001 - one bad scene must not stop the others
             log.exception("ingest: scene %s failed unexpectedly", ref.scene_id)
-            return IngestError(ref.scene_id, ref.source, f"{type(exc).__name__}: {exc}")
+            return IngestError(ref.scene_id, ref.source, describe_error(exc))
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         outcomes = list(pool.map(one, unique.values()))

@@ -70,6 +70,7 @@ INTRINSICS_FILES = (
     "intrinsic.json",
     "intrinsics.txt",
     "intrinsic.txt",
+    "camera-intrinsics.txt",  # tsdf-fusion and 7-Scenes style: a plain 3x3 matrix
 )
 POINTS_FILES = ("points.ply", "points.pth", "points.parquet")
 _IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -227,7 +228,7 @@ class PosedRGBDLayout(Layout):
         if name is None:
             raise SceneError(
                 scene_id, "intrinsics", f"no intrinsics file (looked for {', '.join(names)}); "
-                "or set intrinsics=[fx,fy,cx,cy]",
+                "name yours with --set intrinsics_file=<file name>, or give --set intrinsics=[fx,fy,cx,cy]",
             )  # fmt: skip
         uri = files[name]
         if not name.endswith(".json"):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from openscene_ray.kernel.config import Options, StrictModel, Uri
 from openscene_ray.kernel.ray_runtime import DataContextConfig, ResourcesConfig
@@ -16,6 +16,17 @@ class ExtractorConfig(StrictModel):
 
     name: str = "label-oracle"
     options: Options = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _known_extractor(cls, name: str) -> str:
+        from openscene_ray.extractors.base import EXTRACTORS
+
+        try:
+            EXTRACTORS.get(name)  # unknown names (and plugins that do not import) fail here, on the driver
+        except KeyError as exc:
+            raise ValueError(str(exc)) from None
+        return name
 
 
 class FusionSettings(StrictModel):

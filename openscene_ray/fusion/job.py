@@ -33,7 +33,7 @@ from openscene_ray.fusion.scene import (
     write_index_row,
 )
 from openscene_ray.kernel import storage
-from openscene_ray.kernel.errors import describe_error
+from openscene_ray.kernel.errors import describe_error, scene_error
 from openscene_ray.kernel.features import run_summary_uri
 from openscene_ray.kernel.manifest import SceneRecord, load_scene, read_manifest
 from openscene_ray.kernel.ray_runtime import (
@@ -58,7 +58,7 @@ def load_scene_row(row: dict[str, Any], run_id: str) -> dict[str, Any]:
         payload = pack_scene(load_scene(record))
         error = ""
     except Exception as exc:  # noqa: BLE001 - a bad scene is data, never a failed job
-        payload, error = b"", describe_error(exc)
+        payload, error = b"", scene_error(record.scene_id, exc)
     return {
         **record.to_row(),
         "payload": payload,
@@ -100,7 +100,7 @@ class FuseActor:
                 )
                 row["seconds"] += float(load_seconds)
             except Exception as exc:  # noqa: BLE001 - recorded as the scene's error row
-                row = index_row(record, run_id, status="failed", error=describe_error(exc))
+                row = index_row(record, run_id, status="failed", error=scene_error(record.scene_id, exc))
             rows.append(row)
         return {key: [r[key] for r in rows] for key in INDEX_COLUMNS} | {"index_error": [self._index(r) for r in rows]}
 

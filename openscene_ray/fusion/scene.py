@@ -124,7 +124,9 @@ def fuse_scene(
         n_points=int(xyz.shape[0]),
         n_seen=int(point_index.size),
         n_views=result.n_views_used,
-        n_views_skipped=result.n_views_no_points + result.n_views_invalid + len(record.skipped_views),
+        # views dropped by ingest, when loading (a non-finite pose in the manifest) and by fusion
+        n_views_skipped=len(record.skipped_views) + len(record.views) - len(views) + result.n_views_no_points
+        + result.n_views_invalid,
         bytes=size,
         seconds=time.perf_counter() - start,
     )

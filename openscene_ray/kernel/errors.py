@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 
-__all__ = ["ERROR_TEXT_LIMIT", "InputError", "OpenSceneError", "describe_error"]
+__all__ = ["ERROR_TEXT_LIMIT", "InputError", "OpenSceneError", "describe_error", "scene_error"]
 
 ERROR_TEXT_LIMIT = 2000  # characters of an error kept in index rows, reports and logs
 
@@ -53,3 +53,12 @@ def describe_error(exc: BaseException, limit: int = ERROR_TEXT_LIMIT) -> str:
     other exception as ``Type: message``; cut to ``limit`` characters."""
     text = str(exc) if isinstance(exc, OpenSceneError) else f"{type(exc).__name__}: {exc}"
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def scene_error(scene_id: str, exc: BaseException) -> str:
+    """A scene's error row: :func:`describe_error`, prefixed with the scene unless it names it."""
+    text = describe_error(exc)
+    if scene_id in text:
+        return text
+    prefix = f"scene {scene_id!r}: "
+    return prefix + describe_error(exc, ERROR_TEXT_LIMIT - len(prefix))

@@ -15,10 +15,12 @@ import numpy as np
 import pyarrow as pa
 
 from openscene_ray.kernel import images, storage
+from openscene_ray.kernel.errors import OpenSceneError
 from openscene_ray.kernel.scene import IGNORE_LABEL, Scene, SceneError, View
 
 __all__ = [
     "MANIFEST_SCHEMA",
+    "ManifestError",
     "POINTS_SCHEMA",
     "SceneRecord",
     "ViewRecord",
@@ -174,8 +176,53 @@ def write_manifest(uri: str, records: Iterable[SceneRecord]) -> None:
     storage.write_parquet(uri, manifest_table(ordered))
 
 
+class ManifestError(OpenSceneError, ValueError):
+    """A manifest that no stage can use; the message names the manifest and lists every problem."""
+
+
+REQUIRED_COLUMNS = ("scene_id", "split", "layout", "points_uri", "num_points", "image_width", "image_height",
+                    "cut_bound", "views")  # fmt: skip
+MAX_LISTED_PROBLEMS = 20
+
+
 def read_manifest(uri: str) -> list[SceneRecord]:
-    return [SceneRecord.from_row(row) for row in storage.read_parquet(uri).to_pylist()]
+    """The manifest's scene records, after checking it as a whole: every stage reads it through here,
+    so a missing column, a duplicate scene id or a malformed row fails at once with one error that
+    lists every problem (up to :data:`MAX_LISTED_PROBLEMS`)."""
+    table = storage.read_parquet(uri)
+    missing = [c for c in REQUIRED_COLUMNS if c not in table.column_names]
+    if missing:
+        raise ManifestError(f"{uri}: not a scene manifest: missing column(s) {', '.join(missing)}")
+    records, problems = [], []
+    for i, row in enumerate(table.to_pylist()):
+        try:
+            records.append(SceneRecord.from_row(row))
+        except (KeyError, TypeError, ValueError) as exc:
+            problems.append(f"row {i} ({row.get('scene_id')!r}): {type(exc).__name__}: {exc}")
+    problems += _record_problems(records)
+    if problems:
+        shown = problems[:MAX_LISTED_PROBLEMS]
+        more = f"\n  ... and {len(problems) - len(shown)} more" if len(problems) > len(shown) else ""
+        raise ManifestError(f"{uri}: {len(problems)} problem(s):\n  " + "\n  ".join(shown) + more)
+    return records
+
+
+def _record_problems(records: list[SceneRecord]) -> list[str]:
+    """Problems of parsed rows: duplicate scene ids and values no stage can use."""
+    problems = []
+    seen: dict[str, int] = {}
+    for record in records:
+        seen[record.scene_id] = seen.get(record.scene_id, 0) + 1
+        if not record.scene_id or "/" in record.scene_id:
+            problems.append(f"scene id {record.scene_id!r}: must be a non-empty name without '/'")
+        if record.num_points <= 0:
+            problems.append(f"{record.scene_id}: num_points is {record.num_points}")
+        if record.image_width <= 0 or record.image_height <= 0:
+            problems.append(f"{record.scene_id}: image size {record.image_width}x{record.image_height}")
+        if record.cut_bound < 0:
+            problems.append(f"{record.scene_id}: cut_bound is {record.cut_bound}")
+    problems += [f"scene id {sid!r} appears {n} times" for sid, n in sorted(seen.items()) if n > 1]
+    return problems
 
 
 def points_table(xyz: np.ndarray, rgb: np.ndarray, labels: np.ndarray | None) -> pa.Table:
@@ -278,5 +325,8 @@ def load_scene(record: SceneRecord, with_views: bool = True, with_labels: bool =
         xyz, rgb, labels = load_points(record.points_uri)
     except storage.StorageError as exc:
         raise SceneError(record.scene_id, "points", f"cannot read file: {exc.reason}", record.points_uri) from None
+    if xyz.shape[0] != record.num_points:
+        raise SceneError(record.scene_id, "points", f"the file holds {xyz.shape[0]} points but the manifest "
+                         f"says {record.num_points} (a stale manifest: re-run ingest)", record.points_uri)  # fmt: skip
     views = [load_view(record, v, with_labels) for v in record.views] if with_views else []
     return Scene.create(record.scene_id, xyz, rgb, labels, views, source=record.points_uri)

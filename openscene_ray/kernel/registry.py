@@ -71,7 +71,11 @@ class Registry(Generic[T]):
         try:
             return self._entries[name]
         except KeyError:
-            raise UnknownEntryError(f"unknown {self.kind} {name!r}; known: {', '.join(self.names())}") from None
+            raise self.missing(name) from None
+
+    def missing(self, name: str) -> UnknownEntryError:
+        """The error for a name that is not registered (it lists the known names)."""
+        return UnknownEntryError(f"unknown {self.kind} {name!r}; known: {', '.join(self.names())}")
 
     def values(self) -> list[T]:
         """The registered entries (lazy modules are not imported), without alias duplicates."""

@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from openscene_ray.kernel.config import Options, StrictModel
 from openscene_ray.kernel.errors import InputError
-from openscene_ray.kernel.labels import get_label_set
+from openscene_ray.kernel.labels import LABEL_SETS, get_label_set
 from openscene_ray.kernel.model_specs import DEFAULT_CLIP_ARCH
 from openscene_ray.kernel.registry import Registry
 
@@ -121,6 +121,20 @@ class TextSpaceConfig(StrictModel):
     on_mismatch: Literal["warn", "error"] = Field(
         "warn", description="when the features' text_model differs from this encoder's"
     )
+
+    @field_validator("label_set")
+    @classmethod
+    def _known_label_set(cls, name: str) -> str:
+        if name not in LABEL_SETS:
+            raise ValueError(str(LABEL_SETS.missing(name)))
+        return name
+
+    @field_validator("encoder")
+    @classmethod
+    def _known_encoder(cls, kind: str) -> str:
+        if kind not in TEXT_ENCODERS:
+            raise ValueError(str(TEXT_ENCODERS.missing(kind)))
+        return kind
 
     def spec(self) -> str:
         """This encoder's ``text_model`` string (see :func:`text_model_spec`)."""
