@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, field_validator
 
 from openscene_ray.kernel.config import Options, StrictModel, Uri
@@ -36,6 +38,10 @@ class FusionSettings(StrictModel):
     depth_test: bool = True
     cut_bound: int | None = Field(None, ge=0, description="override the manifest's cut bound")
     visibility_threshold: float | None = Field(None, gt=0, description="override the manifest's threshold")
+    encoding: Literal["fp16", "int8"] = Field(
+        "fp16", description="shard feature encoding: fp16 (2 B a channel) or int8 with a per-point fp16 scale "
+        "(1 B a channel + 2 B a point); readers decode either"
+    )
 
 
 class FuseConfig(StrictModel):

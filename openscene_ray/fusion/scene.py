@@ -117,6 +117,7 @@ def fuse_scene(
         result.features.numpy(),
         result.n_views[point_index],
         metadata,
+        encoding=settings.encoding,
     )
     return index_row(
         record,
@@ -136,7 +137,8 @@ def shard_is_complete(
     record: SceneRecord, fused: str, extractor: ExtractorConfig, settings: FusionSettings
 ) -> bool:
     """True when the scene's shard exists and was written from this manifest row (same digest),
-    with this extractor (name and options) and the same output-affecting fusion parameters."""
+    with this extractor (name and options), the same output-affecting fusion parameters and the
+    same shard encoding."""
     try:
         meta = read_metadata(shard_uri(fused, record.scene_id))
     except (storage.StorageError, ValueError):  # absent (ObjectNotFound) or unreadable: fuse it again
@@ -147,6 +149,7 @@ def shard_is_complete(
         and meta.get("scene_digest") == scene_digest(record)
         and meta.get("extractor") == extractor.model_dump(mode="json")
         and all(written_fusion.get(k) == v for k, v in _output_affecting(fusion_params(record, settings)).items())
+        and meta.get("encoding", "fp16") == settings.encoding
     )
 
 

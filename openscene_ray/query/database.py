@@ -33,7 +33,11 @@ import pyarrow.parquet as pq
 
 from openscene_ray.kernel import storage
 from openscene_ray.kernel.errors import InputError, describe_error
-from openscene_ray.kernel.features import FEATURE_CHUNK_ROWS, features_dir
+from openscene_ray.kernel.features import (
+    FEATURE_CHUNK_ROWS,
+    decode_features,
+    features_dir,
+)
 from openscene_ray.kernel.manifest import read_manifest
 from openscene_ray.kernel.text import check_text_model
 from openscene_ray.query.config import RegionSettings, SearchSettings
@@ -149,10 +153,10 @@ def scan_shard(entry: ShardEntry, queries: np.ndarray, settings: SearchSettings)
             meta = shard.schema_arrow.metadata or {}
             if b"text_model" in meta:
                 result["text_model"] = json.loads(meta[b"text_model"])
-            for batch in shard.iter_batches(batch_size=settings.batch_rows, columns=["point_index", "feature"]):
-                column = batch.column("feature")
-                features = column.flatten().to_numpy(zero_copy_only=False).reshape(len(batch), column.type.list_size)
-                score_parts.append(cosine_scores(features, queries))
+            columns = ["point_index", "feature"] + (["feature_scale"] if "feature_scale" in shard.schema_arrow.names else [])
+            for batch in shard.iter_batches(batch_size=settings.batch_rows, columns=columns):
+                scale = batch.column("feature_scale") if "feature_scale" in batch.schema.names else None
+                score_parts.append(cosine_scores(decode_features(batch.column("feature"), scale), queries))
                 index_parts.append(batch.column("point_index").to_numpy().astype(np.int64))
         point_index = np.concatenate(index_parts) if index_parts else np.zeros(0, np.int64)
         scores = np.concatenate(score_parts) if score_parts else np.zeros((0, len(queries)), np.float32)
