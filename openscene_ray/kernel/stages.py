@@ -68,5 +68,7 @@ for _stage in (
     Stage("query", "open-vocabulary queries over scenes and fused outputs", "openscene_ray.query.command",
           "openscene_ray.query.config:QueryConfig", "openscene_ray.query.job:run_query"),
     Stage("demo", "run every stage end to end on a small synthetic world", "openscene_ray.demo.command"),
+    Stage("view", "browser viewer: any scene, free-text / image / label-set queries, database search",
+          "openscene_ray.viewer.command"),
 ):  # fmt: skip
     register_stage(_stage)
