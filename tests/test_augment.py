@@ -14,6 +14,7 @@ from openscene_ray.models import (
     random_rotation,
     voxelize,
 )
+from openscene_ray.models.transforms import ChunkConfig, random_chunks
 
 NO_RANDOM_GEOMETRY = dict(
     rotation_bounds=((0.0, 0.0), (0.0, 0.0), (0.0, 0.0)),
@@ -157,3 +158,19 @@ def test_config_validation():
         AugmentConfig(flip_probability=1.5)
     with pytest.raises(ValueError):
         AugmentConfig(elastic_params=((0.0, 0.4),))
+
+
+def test_random_chunks():
+    chunks = random_chunks(100_000)
+    assert len(chunks) == 5
+    for chunk in chunks:
+        assert chunk.shape == (20_000,) and np.unique(chunk).size == 20_000
+        assert np.all(np.diff(chunk) > 0) and chunk[0] >= 0 and chunk[-1] < 100_000
+    assert not np.array_equal(chunks[0], chunks[1])
+    again = random_chunks(100_000)
+    assert all(np.array_equal(a, b) for a, b in zip(chunks, again))
+    assert not np.array_equal(random_chunks(100_000, seed=1)[0], chunks[0])
+    small = random_chunks(50, n_split_points=20_000, num_chunks=2)
+    assert [c.tolist() for c in small] == [list(range(50))] * 2
+    config = ChunkConfig()
+    assert np.array_equal(config.indices(100_000, 3), chunks[3]) and not config.indices(100_000, 3).flags.writeable

@@ -102,7 +102,7 @@ def test_label_oracle_errors():
         oracle().extract([make_view("y", np.array([[20, 31]], np.uint8))], 1, 2)
     with pytest.raises(ValueError, match="noise and blur"):
         oracle(noise=-1)
-    with pytest.raises(KeyError, match="unknown label set"):
+    with pytest.raises(ValueError, match="unknown label set 'nope'"):
         oracle(label_set="nope")
 
 

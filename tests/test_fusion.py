@@ -14,10 +14,9 @@ from PIL import Image
 from openscene_ray.extractors import build_extractor
 from openscene_ray.fusion import (
     FusionParams,
-    chunk_masks,
     fuse_views,
     project,
-    random_chunks,
+    visible_points,
 )
 from openscene_ray.kernel.scene import View
 
@@ -29,18 +28,21 @@ class MapExtractor:
     text_model = "none"
     device = torch.device("cpu")
 
-    def __init__(self, dim: int = 8, seed: int = 0):
+    def __init__(self, dim: int = 8, seed: int = 0, dtype: torch.dtype = torch.float32):
         self.feature_dim = dim
         self.seed = seed
+        self.dtype = dtype
         self.calls: list[list[str]] = []
 
     def map_of(self, view: View) -> np.ndarray:
+        """The view's map as float64, holding exactly the values ``extract`` returns."""
         rng = np.random.default_rng([self.seed, int(view.frame_id)])
-        return rng.standard_normal((view.height, view.width, self.feature_dim)).astype(np.float32)
+        values = torch.from_numpy(rng.standard_normal((view.height, view.width, self.feature_dim)).astype(np.float32))
+        return values.to(self.dtype).double().numpy()
 
     def extract(self, views, height, width):
         self.calls.append([v.frame_id for v in views])
-        return torch.from_numpy(np.stack([self.map_of(v) for v in views]))
+        return torch.from_numpy(np.stack([self.map_of(v) for v in views])).to(self.dtype)
 
 
 def look_at(centre: np.ndarray, target: np.ndarray) -> np.ndarray:
@@ -218,22 +220,67 @@ def test_params_validation():
         FusionParams(0, None, views_per_batch=0)
 
 
-def test_random_chunks():
-    chunks = random_chunks(100_000)
-    assert len(chunks) == 5
-    for chunk in chunks:
-        assert chunk.shape == (20_000,) and np.unique(chunk).size == 20_000
-        assert np.all(np.diff(chunk) > 0) and chunk[0] >= 0 and chunk[-1] < 100_000
-    assert not np.array_equal(chunks[0], chunks[1])
-    again = random_chunks(100_000)
-    assert all(np.array_equal(a, b) for a, b in zip(chunks, again))
-    assert not np.array_equal(random_chunks(100_000, seed=1)[0], chunks[0])
-    small = random_chunks(50, n_split_points=20_000, num_chunks=2)
-    assert [c.tolist() for c in small] == [list(range(50))] * 2
-    seen = np.arange(100_000) % 2 == 0
-    masks = chunk_masks(chunks, seen)
-    assert masks[0].sum() == np.count_nonzero(chunks[0] % 2 == 0)
-    assert not masks[0][~seen].any()
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_parity_with_half_precision_maps(dtype):
+    """fp16 / bf16 maps are gathered and added in fp32: the same answer as float64 sums of the same values."""
+    xyz, views = random_scene(6)
+    extractor = MapExtractor(dim=16, seed=6, dtype=dtype)
+    result = fuse_views(xyz, views, extractor, FusionParams(cut_bound=2, visibility_threshold=0.1, views_per_batch=3))
+    want, seen, counts = loop_fusion(xyz, views, extractor.map_of, 2, 0.1, True)
+    np.testing.assert_array_equal(result.mask, seen)
+    np.testing.assert_array_equal(result.n_views, counts.astype(np.uint16))
+    np.testing.assert_allclose(result.features.float().numpy(), want, rtol=2e-3, atol=2e-3)
+
+
+def test_features_are_the_fp16_rounding_of_the_exact_mean():
+    """Within half an fp16 step of the float64 mean (plus fp32 summation noise), element by element."""
+    xyz, views = random_scene(7, n_points=4000, n_views=12)
+    extractor = MapExtractor(dim=24, seed=7)
+    result = fuse_views(xyz, views, extractor, FusionParams(cut_bound=1, visibility_threshold=0.1, views_per_batch=4))
+    want, seen, _ = loop_fusion(xyz, views, extractor.map_of, 1, 0.1, True)
+    np.testing.assert_array_equal(result.mask, seen)
+    got = result.features.float().numpy().astype(np.float64)
+    lower = np.abs(want).astype(np.float16)
+    lower = np.where(lower > np.abs(want), np.nextafter(lower, np.float16(0)), lower)
+    excess = np.abs(got - want) - 0.5 * np.spacing(lower).astype(np.float64)
+    assert excess.max() <= 1e-7, excess.max()  # fp32 sums of a dozen unit-scale terms
+
+
+def test_each_view_sees_exactly_what_visible_points_finds():
+    """Frustum culling is conservative: per view, the fused mask is the exact visibility test's."""
+    rng = np.random.default_rng(11)
+    xyz = rng.uniform(-6, 6, (20_000, 3)).astype(np.float32)  # around and behind every camera
+    k = np.array([[30.0, 0, 23.5], [0, 30.0, 17.5], [0, 0, 1]])
+    xyz_t = torch.as_tensor(xyz, dtype=torch.float64)
+    for i in range(12):
+        centre, target = rng.uniform(-2, 2, 3), rng.uniform(-2, 2, 3)
+        view = View(str(i), np.zeros((36, 48, 3), np.uint8), None, k, look_at(centre, target))
+        for params in (FusionParams(cut_bound=0, visibility_threshold=None), FusionParams(cut_bound=5, visibility_threshold=None)):
+            result = fuse_views(xyz, [view], MapExtractor(dim=2), params)
+            index, _ = visible_points(xyz_t, view, params)
+            assert 0 < index.numel() < len(xyz)
+            np.testing.assert_array_equal(np.flatnonzero(result.mask), index.numpy())
+
+
+def test_unseen_and_non_finite_points():
+    """Points no view sees, and NaN/inf points, get no feature; their neighbours are unaffected."""
+    xyz, views = random_scene(8)
+    bad = np.array([[np.nan, 0, 0], [0, np.inf, 0], [0, 0, -np.inf], [1e9, 1e9, 1e9]], dtype=np.float32)
+    extractor = MapExtractor(seed=8)
+    params = FusionParams(cut_bound=0, visibility_threshold=0.1, views_per_batch=4)
+    plain = fuse_views(xyz, views, extractor, params)
+    mixed = fuse_views(np.concatenate([bad, xyz]), views, extractor, params)
+    assert not mixed.mask[:4].any() and (mixed.n_views[:4] == 0).all()
+    np.testing.assert_array_equal(mixed.mask[4:], plain.mask)
+    assert torch.equal(mixed.features, plain.features)
+    assert (~plain.mask).any() and (plain.n_views[~plain.mask] == 0).all()
+
+
+def test_no_points():
+    _, views = random_scene(9, n_views=3)
+    result = fuse_views(np.zeros((0, 3), np.float32), views, MapExtractor(dim=4), FusionParams(0, 0.1))
+    assert result.features.shape == (0, 4) and result.mask.shape == (0,)
+    assert result.n_views_used == 0 and result.n_views_no_points == 3
 
 
 # ---------------------------------------------------------------- real data

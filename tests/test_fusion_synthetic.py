@@ -5,11 +5,11 @@ import pytest
 
 from openscene_ray.extractors import build_extractor
 from openscene_ray.fusion.core import FusionParams, fuse_views
-from openscene_ray.kernel.manifest import load_scene
 from openscene_ray.kernel.labels import get_label_set
+from openscene_ray.kernel.manifest import load_scene
 from openscene_ray.kernel.text import build_text_encoder
 
-TEXT = {"dim": 32, "seed": 0}
+TEXT = {"label_set": "scannet20", "encoder": "synthetic", "options": {"dim": 32, "seed": 0}}
 
 
 @pytest.fixture(scope="module")
@@ -19,8 +19,8 @@ def scenes(synthetic_world):
 
 def _accuracy(scene, **params) -> tuple[float, float]:
     """(share of seen points whose fused feature's best prompt is the 3D label, seen fraction)."""
-    extractor = build_extractor("label-oracle", text={"label_set": "scannet20", "encoder": "synthetic", "options": TEXT})
-    text = build_text_encoder("synthetic", **TEXT).encode(get_label_set("scannet20").prompts())
+    extractor = build_extractor("label-oracle", text=TEXT)
+    text = build_text_encoder("synthetic", **TEXT["options"]).encode(get_label_set("scannet20").prompts())
     result = fuse_views(scene.xyz, scene.views, extractor, FusionParams(cut_bound=10, **params))
     pred = (result.features.float().numpy() @ text.T).argmax(1)
     labels = scene.labels[result.mask]
