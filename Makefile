@@ -3,7 +3,7 @@ SHELL := /bin/bash
 UV ?= $(shell command -v uv 2>/dev/null || echo $(CURDIR)/.uv-bootstrap/bin/uv)
 PYTEST_ARGS ?=
 
-.PHONY: uv sync demo test test-all benchmark clean
+.PHONY: uv sync demo test test-all benchmark gpu-check clean
 
 uv:  # uv from PATH, else a project-local copy (works where pip --user is not allowed)
 	@test -x "$(UV)" || (python3 -m venv .uv-bootstrap && .uv-bootstrap/bin/pip install --quiet uv)
@@ -22,6 +22,9 @@ test-all: sync
 
 benchmark: sync
 	$(UV) run python jobs/benchmark.py all
+
+gpu-check: sync  # on a GPU machine: checks and timings as JSON (stdout and benchmarks/results/)
+	$(UV) run python -m benchmarks.gpu_check
 
 clean:
 	rm -rf .pytest_cache build dist *.egg-info .uv-bootstrap
