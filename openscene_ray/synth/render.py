@@ -25,6 +25,7 @@ __all__ = [
     "camera_poses",
     "look_at",
     "render_view",
+    "render_view_parts",
     "render_views",
     "scannet_intrinsics",
     "to_scene",
@@ -47,13 +48,15 @@ def scannet_intrinsics() -> np.ndarray:
 
 @dataclass(frozen=True)
 class SynthView:
-    """One rendered frame: colour uint8 [H,W,3], depth float32 metres [H,W] (0: no hit), labels uint8."""
+    """One rendered frame: colour uint8 [H,W,3], depth float32 metres [H,W] (0: no hit), labels uint8,
+    and (from :func:`render_views`) the part map: primitive index int32 [H,W], -1 = no hit."""
 
     frame_id: int
     cam_to_world: np.ndarray
     color: np.ndarray
     depth: np.ndarray
     label: np.ndarray
+    part: np.ndarray | None = None
 
 
 # Pairs of corner indices (``Box.corners`` order) joined by an edge of the box.
@@ -102,24 +105,11 @@ def _pixel_windows(
     return windows.astype(np.int64)
 
 
-def render_view(
-    scene: SynthScene,
-    intrinsics: np.ndarray,
-    cam_to_world: np.ndarray,
-    width: int,
-    height: int,
-    rng: np.random.Generator | None = None,
-    image_noise: float = 0.0,
-    depth_noise: float = 0.0,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Ray-cast one view: (colour uint8 [H,W,3], z-depth float32 metres [H,W], labels uint8 [H,W]).
-
-    Pixels that hit nothing have depth 0, label 255 and black colour. Without ``rng`` the
-    images are exact; with it, Gaussian colour noise (std ``image_noise``, 0..255 units) and,
-    when ``depth_noise`` > 0, multiplicative depth noise of that relative std are added.
-    """
-    intrinsics = np.asarray(intrinsics, dtype=np.float64)
-    cam_to_world = np.asarray(cam_to_world, dtype=np.float64)
+def _cast_rays(
+    scene: SynthScene, intrinsics: np.ndarray, cam_to_world: np.ndarray, width: int, height: int
+) -> tuple[np.ndarray, list[np.ndarray], np.ndarray, np.ndarray, np.ndarray]:
+    """Exact ray casting: (origin [3], world ray direction planes 3 x [H,W], ray parameter [H,W]
+    (inf: no hit), primitive index [H,W] (-1: no hit), face id [H,W])."""
     u, v = np.meshgrid(np.arange(width, dtype=np.float64), np.arange(height, dtype=np.float64))
     x_cam = (u - intrinsics[0, 2]) / intrinsics[0, 0]
     y_cam = (v - intrinsics[1, 2]) / intrinsics[1, 1]
@@ -141,7 +131,24 @@ def render_view(
         np.copyto(depth[rows, cols], t, where=closer)
         np.copyto(owner[rows, cols], index, where=closer)
         np.copyto(face[rows, cols], window_face, where=closer)
+    return origin, rays, depth, owner, face
 
+
+def render_view_parts(
+    scene: SynthScene,
+    intrinsics: np.ndarray,
+    cam_to_world: np.ndarray,
+    width: int,
+    height: int,
+    rng: np.random.Generator | None = None,
+    image_noise: float = 0.0,
+    depth_noise: float = 0.0,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`render_view` plus the part map: the primitive index of each pixel, int32 [H,W]
+    (-1: no hit). Objects are groups of parts (``scene.objects[i].primitive_indices``)."""
+    intrinsics = np.asarray(intrinsics, dtype=np.float64)
+    cam_to_world = np.asarray(cam_to_world, dtype=np.float64)
+    origin, rays, depth, owner, face = _cast_rays(scene, intrinsics, cam_to_world, width, height)
     hit = owner >= 0
     hit_owner, hit_depth = owner[hit], depth[hit]
     points = origin + hit_depth[:, None] * np.stack([plane[hit] for plane in rays], axis=1)
@@ -155,7 +162,30 @@ def render_view(
         if depth_noise > 0:
             out_depth *= 1.0 + rng.normal(0.0, depth_noise, out_depth.shape)
     labels = np.array([p.label for p in scene.primitives] + [IGNORE_LABEL], dtype=np.uint8)  # owner -1: the last
-    return np.clip(np.rint(color), 0, 255).astype(np.uint8), out_depth.astype(np.float32), labels[owner]
+    image = np.clip(np.rint(color), 0, 255).astype(np.uint8)
+    return image, out_depth.astype(np.float32), labels[owner], owner
+
+
+def render_view(
+    scene: SynthScene,
+    intrinsics: np.ndarray,
+    cam_to_world: np.ndarray,
+    width: int,
+    height: int,
+    rng: np.random.Generator | None = None,
+    image_noise: float = 0.0,
+    depth_noise: float = 0.0,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Ray-cast one view: (colour uint8 [H,W,3], z-depth float32 metres [H,W], labels uint8 [H,W]).
+
+    Pixels that hit nothing have depth 0, label 255 and black colour. Without ``rng`` the
+    images are exact; with it, Gaussian colour noise (std ``image_noise``, 0..255 units) and,
+    when ``depth_noise`` > 0, multiplicative depth noise of that relative std are added.
+    """
+    color, depth, labels, _ = render_view_parts(
+        scene, intrinsics, cam_to_world, width, height, rng, image_noise, depth_noise
+    )
+    return color, depth, labels
 
 
 def look_at(eye: np.ndarray, target: np.ndarray) -> np.ndarray:
@@ -235,10 +265,10 @@ def render_views(scene: SynthScene, config: SynthConfig) -> list[SynthView]:
     intrinsics = scannet_intrinsics()
     views = []
     for i, pose in enumerate(poses):
-        color, depth, label = render_view(
+        color, depth, label, part = render_view_parts(
             scene, intrinsics, pose, WIDTH, HEIGHT, noise_rng, config.image_noise, config.depth_noise
         )
-        views.append(SynthView(i * FRAME_STEP, pose, color, depth, label))
+        views.append(SynthView(i * FRAME_STEP, pose, color, depth, label, part))
     return views
 
 

@@ -21,6 +21,7 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from openscene_ray.kernel.config import StrictModel
+from openscene_ray.synth.masks import SynthMasksConfig
 from openscene_ray.synth.primitives import Primitive, shade, surface_normals
 from openscene_ray.synth.rooms import (
     ROOM_TYPES,
@@ -53,6 +54,9 @@ class SynthConfig(StrictModel):
     image_noise: float = Field(3.0, ge=0)  # std of per-pixel colour noise, 0..255 units
     depth_noise: float = Field(0.0, ge=0, le=0.1)  # relative std of multiplicative depth noise
     val_fraction: float = Field(1.0, ge=0, le=1)  # the last round(n*f) scenes are "val", others "train"
+    # Per-view instance/part maps and SAM-like mask hierarchies (``openscene-ray hierarchy``); off
+    # by default, when the world's files are exactly those written without this option.
+    hierarchy: SynthMasksConfig | None = None
 
     @model_validator(mode="after")
     def _check_ranges(self) -> SynthConfig:

@@ -11,6 +11,14 @@ Layout under ``root``::
     scannet_2d/<scene_id>/pose/<frame>.txt             4x4 camera-to-world, 4 rows of 4 numbers
     scannet_2d/<scene_id>/label/<frame>.png            uint8 label map (synthetic-only extra)
 
+With ``config.hierarchy`` set (off by default), each view also gets its ground-truth id maps and a
+SAM-like mask hierarchy in the original UFF format (:mod:`openscene_ray.hierarchy.masks`)::
+
+    scannet_2d/<scene_id>/instance/<frame>.png         uint16 object index + 1 (0 = no hit)
+    scannet_2d/<scene_id>/part/<frame>.png             uint16 primitive (part) index + 1 (0 = no hit)
+    scannet_2d/<scene_id>/seg/<frame>/<i>.png          binary masks (room, objects, parts; corrupted per view)
+    scannet_2d/<scene_id>/seg_hierarchy/<frame>_{inside,same}.npy
+
 Frames are named 0, 20, 40, ... like ScanNet's every-20th-frame export; intrinsics are ScanNet's
 global ones at 320x240 (see :func:`openscene_ray.synth.render.scannet_intrinsics`).
 """
@@ -21,9 +29,11 @@ import pickle
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
+import yaml
 
+from openscene_ray.hierarchy.masks import write_view_masks
 from openscene_ray.kernel import images, storage
-from openscene_ray.kernel.config import dump_config
+from openscene_ray.synth.masks import corrupted_hierarchy, id_maps, object_of_parts
 from openscene_ray.synth.render import SynthView, render_views
 from openscene_ray.synth.world import SynthConfig, SynthScene, generate_scene
 
@@ -65,13 +75,31 @@ def _write_view(root_uri: str, scene_id: str, view: SynthView) -> None:
     storage.write_bytes(storage.join(scene_root, "label", f"{frame}.png"), images.encode_png(view.label))
 
 
+def _write_hierarchy(root_uri: str, scene: SynthScene, view: SynthView, index: int, config: SynthConfig) -> None:
+    """The view's instance/part maps and its corrupted mask hierarchy (seeded per view)."""
+    object_of = object_of_parts(scene.objects, len(scene.primitives))
+    instance, parts = id_maps(view.part, object_of)
+    scene_root, frame = storage.join(root_uri, "scannet_2d", scene.scene_id), str(view.frame_id)
+    storage.write_bytes(storage.join(scene_root, "instance", f"{frame}.png"), images.encode_png(instance))
+    storage.write_bytes(storage.join(scene_root, "part", f"{frame}.png"), images.encode_png(parts))
+    rng = np.random.default_rng([config.seed, scene.index, 4, index])
+    masks = corrupted_hierarchy(view.part, object_of, rng, config.hierarchy)
+    write_view_masks(storage.join(root_uri, "scannet_2d"), scene.scene_id, frame, masks)
+
+
+def _config_yaml(config: SynthConfig) -> str:
+    """The config as YAML; without the (default, None) hierarchy option, exactly as before it existed."""
+    exclude = {"hierarchy"} if config.hierarchy is None else set()
+    return yaml.safe_dump(config.model_dump(mode="json", exclude=exclude), sort_keys=False)
+
+
 def write_world(config: SynthConfig, root_uri: str, io_threads: int = 4) -> list[str]:
     """Generate, render and write every scene of ``config`` under ``root_uri``; returns the scene ids.
 
     Every scene has exactly ``config.points_per_scene`` points and ``config.views_per_scene`` views.
     ``io_threads`` threads encode and write one scene's files while the next scene renders.
     """
-    storage.write_bytes(storage.join(root_uri, "synth_config.yaml"), dump_config(config).encode())
+    storage.write_bytes(storage.join(root_uri, "synth_config.yaml"), _config_yaml(config).encode())
     scene_ids: list[str] = []
     with ThreadPoolExecutor(max_workers=io_threads, thread_name_prefix="synth-io") as pool:
         pending: list[Future] = []
@@ -82,6 +110,8 @@ def write_world(config: SynthConfig, root_uri: str, io_threads: int = 4) -> list
                 future.result()
             pending = [pool.submit(_write_points, root_uri, scene, scene_split(config, index))]
             pending += [pool.submit(_write_view, root_uri, scene.scene_id, view) for view in views]
+            if config.hierarchy is not None:
+                pending += [pool.submit(_write_hierarchy, root_uri, scene, v, i, config) for i, v in enumerate(views)]
             scene_ids.append(scene.scene_id)
         for future in pending:
             future.result()
