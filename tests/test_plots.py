@@ -254,3 +254,25 @@ def test_side_view_z_buffer_and_png_output(tmp_path):
     assert colours == {GREEN, BLUE}
     (gy,), (by,) = np.nonzero((img == GREEN).all(axis=2))[0], np.nonzero((img == BLUE).all(axis=2))[0]
     assert by < gy
+
+
+def test_render_camera_sees_what_the_camera_sees():
+    """A red square in front of the camera and a blue one behind it (occluded) and one behind the
+    camera (dropped): the image centre is red, nothing is blue, the square's size follows fx / z."""
+    from openscene_ray.kernel.visual import render_camera
+
+    grid = np.stack(np.meshgrid(np.linspace(-0.5, 0.5, 60), np.linspace(-0.5, 0.5, 60)), -1).reshape(-1, 2)
+    front = np.c_[grid, np.full(len(grid), 2.0)]
+    back = np.c_[grid * 4, np.full(len(grid), 4.0)]  # twice as wide in the image as the red one
+    behind = np.c_[grid, np.full(len(grid), -2.0)]
+    xyz = np.concatenate([front, back, behind]).astype(np.float32)
+    rgb = np.concatenate([np.tile([255, 0, 0], (len(grid), 1)), np.tile([0, 0, 255], (len(grid), 1)),
+                          np.tile([0, 255, 0], (len(grid), 1))]).astype(np.uint8)  # fmt: skip
+    k = np.array([[100.0, 0, 79.5], [0, 100.0, 59.5], [0, 0, 1]])
+    image = render_camera(xyz, rgb, k, np.eye(4), 160, 120)
+    assert tuple(image[60, 80]) == (255, 0, 0)
+    red = np.all(image == (255, 0, 0), axis=-1)
+    assert abs(red.any(axis=0).sum() - 100 * 1.0 / 2.0) <= 3  # 1 m wide at 2 m: fx * 1 / 2 = 50 px
+    assert not np.any(np.all(image == (0, 255, 0), axis=-1))  # behind the camera
+    blue = np.all(image == (0, 0, 255), axis=-1)
+    assert blue.any() and not (blue & red).any() and not blue[40:80, 55:105].any()  # occluded by red

@@ -23,6 +23,7 @@ __all__ = [
     "label_colors",
     "label_palette",
     "project_points",
+    "render_camera",
     "render_points",
     "render_points_png",
 ]
@@ -123,27 +124,49 @@ def project_points(xyz, width: int, height: int, view="top", margin: int = 4
     return col, row, depth
 
 
-def render_points(xyz, rgb, width: int, height: int, view="top", point_radius: int = 1,
-                  background=(255, 255, 255)) -> np.ndarray:
-    """uint8 ``[H,W,3]`` splat rendering with a z-buffer: each point covers a square of
-    ``2*point_radius+1`` pixels and the point nearest the viewer wins each pixel."""
-    xyz, rgb = check_points(xyz, rgb)
+def _splat(col, row, nearness, rgb, width: int, height: int, point_radius: int, background) -> np.ndarray:
+    """uint8 ``[H,W,3]``: each point covers a square of ``2*point_radius+1`` pixels around
+    ``(row, col)`` and, per pixel, the point with the largest ``nearness`` wins (a z-buffer)."""
     image = np.empty((height, width, 3), dtype=np.uint8)
     image[:] = background
-    col, row, depth = project_points(xyz, width, height, view)
     offsets = np.arange(-point_radius, point_radius + 1)
     dr, dc = np.meshgrid(offsets, offsets, indexing="ij")
     rows = (row[:, None] + dr.reshape(1, -1)).reshape(-1)
     cols = (col[:, None] + dc.reshape(1, -1)).reshape(-1)
-    point = np.repeat(np.arange(len(xyz)), dr.size)
+    point = np.repeat(np.arange(len(col)), dr.size)
     inside = (rows >= 0) & (rows < height) & (cols >= 0) & (cols < width)
     pixel, point = rows[inside] * width + cols[inside], point[inside]
-    order = np.lexsort((-depth[point], pixel))  # per pixel, nearest point first
+    order = np.lexsort((-nearness[point], pixel))  # per pixel, nearest point first
     pixel, point = pixel[order], point[order]
     first = np.ones(len(pixel), dtype=bool)
     first[1:] = pixel[1:] != pixel[:-1]
     image.reshape(-1, 3)[pixel[first]] = rgb[point[first]]
     return image
+
+
+def render_points(xyz, rgb, width: int, height: int, view="top", point_radius: int = 1,
+                  background=(255, 255, 255)) -> np.ndarray:
+    """uint8 ``[H,W,3]`` orthographic splat rendering (see :func:`project_points`) with a z-buffer:
+    each point covers a square of ``2*point_radius+1`` pixels and the nearest point wins."""
+    xyz, rgb = check_points(xyz, rgb)
+    col, row, depth = project_points(xyz, width, height, view)
+    return _splat(col, row, depth, rgb, width, height, point_radius, background)
+
+
+def render_camera(xyz, rgb, intrinsics, cam_to_world, width: int, height: int, point_radius: int = 1,
+                  background=(255, 255, 255)) -> np.ndarray:
+    """uint8 ``[H,W,3]``: the points as a pinhole camera sees them (OpenCV convention: x right,
+    y down, z forward; ``cam_to_world`` 4x4, ``intrinsics`` 3x3 for a ``width`` x ``height``
+    image), splatted with a z-buffer; points behind the camera are left out."""
+    xyz, rgb = check_points(xyz, rgb)
+    world_to_cam = np.linalg.inv(np.asarray(cam_to_world, np.float64))
+    p = xyz.astype(np.float64) @ world_to_cam[:3, :3].T + world_to_cam[:3, 3]
+    front = p[:, 2] > 1e-6
+    p, rgb = p[front], rgb[front]
+    k = np.asarray(intrinsics, np.float64)
+    col = np.rint(p[:, 0] * k[0, 0] / p[:, 2] + k[0, 2]).astype(np.int64)
+    row = np.rint(p[:, 1] * k[1, 1] / p[:, 2] + k[1, 2]).astype(np.int64)
+    return _splat(col, row, -p[:, 2], rgb, width, height, point_radius, background)
 
 
 def render_points_png(xyz, rgb, uri: str, width: int = 800, height: int = 800, view="top",
