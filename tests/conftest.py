@@ -8,6 +8,7 @@ import torchvision  # noqa: F401  isort: skip
 
 import os
 import secrets
+import time
 from pathlib import Path
 
 # As the CLI does: Ray workers use this venv's python directly instead of re-running `uv run`.
@@ -116,7 +117,7 @@ def make_synthetic_world(root: str, **overrides) -> SyntheticWorld:
     from openscene_ray.synth.world import SynthConfig
     from openscene_ray.synth.writer import write_world
 
-    options = dict(seed=7, num_scenes=4, views_per_scene=10, points_per_scene=6000, val_fraction=0.5)
+    options = {"seed": 7, "num_scenes": 4, "views_per_scene": 10, "points_per_scene": 6000, "val_fraction": 0.5}
     config = SynthConfig(**(options | overrides))
     raw, ingested = os.path.join(root, "raw"), os.path.join(root, "ingested")
     write_world(config, raw)
@@ -133,17 +134,17 @@ def synthetic_world(tmp_path_factory) -> SyntheticWorld:
     return make_synthetic_world(str(tmp_path_factory.mktemp("synthetic-world")))
 
 
-@pytest.fixture(scope="session")
-def ray_session(s3_server):
-    """One local Ray for the session: 4 logical CPUs and 2 logical GPUs (exercises num_gpus
-    scheduling on CPU machines). Started after the S3 fixture so workers inherit its settings."""
+RAY_TEST_CPUS, RAY_TEST_GPUS = 4, 2
+
+
+def _start_ray():
     import ray
 
     tests_dir = str(REPO_ROOT / "tests")  # workers import test plugins (fault_injection) from here
     ray.init(
         address="local",
-        num_cpus=4,
-        num_gpus=2,
+        num_cpus=RAY_TEST_CPUS,
+        num_gpus=RAY_TEST_GPUS,
         include_dashboard=False,
         log_to_driver=False,
         runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join([tests_dir, str(REPO_ROOT)])}},
@@ -151,8 +152,44 @@ def ray_session(s3_server):
     import ray.data
 
     ray.data.DataContext.get_current().enable_progress_bars = False
+    return ray
+
+
+@pytest.fixture(scope="session")
+def ray_session(s3_server):
+    """One local Ray for the session: 4 logical CPUs and 2 logical GPUs (exercises num_gpus
+    scheduling on CPU machines). Started after the S3 fixture so workers inherit its settings."""
+    ray = _start_ray()
     yield ray
     ray.shutdown()
+
+
+def _ray_is_idle(ray, wait_s: float) -> bool:
+    """Whether every logical CPU and GPU is free again within ``wait_s`` (actors and placement
+    groups of a finished test release them asynchronously)."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        free = ray.available_resources()
+        if free.get("CPU", 0) >= RAY_TEST_CPUS and free.get("GPU", 0) >= RAY_TEST_GPUS:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.5)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_ray_after_a_leak(request):
+    """After a test that used the shared Ray, restart it if the test left resources held (a failed
+    test's actors or placement groups): later tests would otherwise wait for them forever."""
+    yield
+    if "ray_session" not in request.fixturenames:
+        return
+    import ray
+
+    if ray.is_initialized() and not _ray_is_idle(ray, wait_s=30.0):
+        print(f"\n{request.node.nodeid} left Ray resources held ({ray.available_resources()}); restarting Ray")
+        ray.shutdown()
+        _start_ray()
 
 
 @pytest.fixture(scope="session")
