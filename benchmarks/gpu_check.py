@@ -34,9 +34,9 @@ import torch
 __all__ = ["CHECKS", "main", "run_checks"]
 
 FULL = {"points": 150_000, "voxel": 0.02, "dim": 768, "fusion_points": 200_000, "fusion_views": 100,
-        "images": 20, "lseg": "lseg-vitl16-384"}  # fmt: skip
+        "images": 20, "lseg": "lseg-vitl16-384", "lseg_images": ((320, 240), (640, 512))}  # fmt: skip
 SMOKE = {"points": 3_000, "voxel": 0.1, "dim": 16, "fusion_points": 2_000, "fusion_views": 4,
-         "images": 2, "lseg": "lseg-tiny"}  # fmt: skip
+         "images": 2, "lseg": "lseg-tiny", "lseg_images": ((40, 30), (48, 32))}  # fmt: skip
 
 
 class Skipped(Exception):
@@ -179,19 +179,22 @@ def check_openseg(device: torch.device, size: dict) -> dict[str, Any]:
 
 
 def check_lseg(device: torch.device, size: dict) -> dict[str, Any]:
-    """The LSeg network at the extraction recipe's padded sizes (2 × the long side), random weights."""
+    """The LSeg network through the extraction recipe (2 × the long side, padded square, flip sum),
+    random weights: images/s and the feature map's shape at each image size."""
+    from openscene_ray.extractors.lseg import lseg_features
     from openscene_ray.models.lseg import build_lseg
 
-    model = build_lseg(size["lseg"]).to(device).eval()
-    out = {"config": size["lseg"]}
-    for name, (w, h) in {"320x240": (320, 240), "640x512": (640, 512)}.items():
-        crop = 2 * max(w, h) if size["lseg"] != "lseg-tiny" else 64
-        image = torch.randn(1, 3, crop, crop, device=device)
-        with torch.no_grad(), torch.autocast(device.type, dtype=torch.float16, enabled=device.type == "cuda"):
-            model.image_features(image)
-            _, seconds = _timed(lambda: [model.image_features(image) for _ in range(size["images"])], device)
-        # the recipe runs each image and its flip: two network passes per image
-        out[f"images_per_s_{name}"] = round(size["images"] / seconds / 2, 2)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        net = build_lseg(size["lseg"]).to(device).eval()
+    out: dict[str, Any] = {"config": size["lseg"]}
+    for w, h in size["lseg_images"]:
+        images = torch.randint(0, 256, (1, h, w, 3), dtype=torch.uint8, device=device)
+        with torch.autocast(device.type, dtype=torch.float16, enabled=device.type == "cuda"):
+            features = lseg_features(net, images)  # warm-up
+            _, seconds = _timed(lambda batch=images: [lseg_features(net, batch) for _ in range(size["images"])], device)
+        out[f"features_{w}x{h}"] = list(features.shape)
+        out[f"images_per_s_{w}x{h}"] = round(size["images"] / seconds, 2)  # each image: two passes (the flip)
     return out
 
 

@@ -59,11 +59,22 @@ def test_evaluate_configs(path, profile):
     assert path.stem.split("-")[0] in (label_set, label_set.rstrip("0123456789"))  # e.g. matterport40
 
 
+@pytest.mark.parametrize("profile", PROFILES)
+@pytest.mark.parametrize("path", _yaml("train2d"), ids=lambda p: p.stem)
+def test_train2d_configs(path, profile):
+    from openscene_ray.models.lseg import LSEG_CONFIGS
+    from openscene_ray.train2d.config import Train2DConfig
+
+    config = load_config(Train2DConfig, [str(path), str(CONFIGS / "profiles" / profile / "distill.yaml")])
+    assert config.model in LSEG_CONFIGS and config.text.encoder == "synthetic"
+
+
 def test_every_dataset_has_configs():
     assert {p.stem for p in _yaml("ingest")} == {"scannet", "matterport", "replica", "nuscenes", "posed-rgbd"}
     stems = {p.stem for p in _yaml("fuse")}
     for dataset in ("scannet", "matterport", "replica", "nuscenes", "custom"):
         assert {f"{dataset}-openseg", f"{dataset}-clip"} <= stems
+    assert {"scannet-lseg", "matterport-lseg", "nuscenes-lseg"} <= stems
     assert {p.stem for p in _yaml("evaluate")} >= {
         "scannet-openseg", "nuscenes-openseg", *(f"matterport{k}-openseg" for k in (21, 40, 80, 160))
     }

@@ -31,8 +31,11 @@ def test_smoke_runs_the_cpu_code_paths():
 
 @pytest.mark.slow
 def test_smoke_runs_the_model_and_ray_paths():
-    report = run_checks(["openseg", "ddp"], smoke=True)
+    report = run_checks(["openseg", "ddp", "lseg"], smoke=True)
     checks = report["checks"]
     assert all(c["status"] == "ok" for c in checks.values()), checks
     assert checks["ddp"]["ddp"] == "DistributedDataParallel" and checks["ddp"]["grad_norm"] > 0
     assert checks["openseg"]["images_per_s"] > 0
+    # lseg-tiny through the extraction recipe: 32-d features at each image's own resolution
+    assert checks["lseg"]["features_40x30"] == [1, 32, 30, 40] and checks["lseg"]["features_48x32"] == [1, 32, 32, 48]
+    assert checks["lseg"]["images_per_s_40x30"] > 0

@@ -45,6 +45,7 @@ EXTRACTORS: Registry[Callable[..., Extractor]] = Registry(
         "label-oracle": "openscene_ray.extractors.simple",
         "openseg": "openscene_ray.extractors.openseg",
         "clip-dense": "openscene_ray.extractors.clip_dense",
+        "lseg": "openscene_ray.extractors.lseg",
     },
     plugins=True,
 )

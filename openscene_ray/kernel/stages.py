@@ -63,6 +63,8 @@ for _stage in (
           "openscene_ray.fusion.config:FuseConfig", "openscene_ray.fusion.job:run_fuse"),
     Stage("distill", "distill a MinkUNet18A from fused features with Ray Train", "openscene_ray.distill.command",
           "openscene_ray.distill.config:DistillConfig", "openscene_ray.distill.job:run_distill"),
+    Stage("train-2d", "train an LSeg on views with label maps with Ray Train", "openscene_ray.train2d.command",
+          "openscene_ray.train2d.config:Train2DConfig", "openscene_ray.train2d.job:run_train2d"),
     Stage("evaluate", "zero-shot evaluation: fusion / distill / ensemble", "openscene_ray.evaluation.command",
           "openscene_ray.evaluation.config:EvaluateConfig", "openscene_ray.evaluation.job:run_evaluate"),
     Stage("query", "open-vocabulary queries over scenes and fused outputs", "openscene_ray.query.command",
