@@ -38,7 +38,7 @@ def test_the_nuscenes_label_set_names_its_ground_classes():
 
 @pytest.mark.parametrize("ground_classes", [NUSCENES_GROUND, ()], ids=["nuscenes-ground-rule", "no-ground-rule"])
 def test_label_noise_on_a_flat_ground_is_cleaned_and_a_thin_pole_keeps_its_label(ground_classes):
-    xyz, labels, truth, n_ground = _street()
+    xyz, labels, _truth, n_ground = _street()
     before = (labels[:n_ground] == DRIVABLE).mean()
     result = apply_afi(xyz, labels, 16, ground_classes)
     after = (result.labels[:n_ground] == DRIVABLE).mean()
@@ -72,7 +72,7 @@ def test_ransac_plane_follows_a_tilted_ground_and_ignores_points_above_it():
 
 
 def test_unknown_points_carry_no_evidence_and_are_filled_from_their_neighbours():
-    xyz, labels, truth, n_ground = _street(noise=0.0)
+    xyz, labels, _truth, n_ground = _street(noise=0.0)
     holes = np.random.default_rng(1).random(n_ground) < 0.3
     labels = labels.copy()
     labels[:n_ground][holes] = -1

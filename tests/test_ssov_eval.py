@@ -31,7 +31,7 @@ from openscene_ray.ssov.store import write_vocabulary
 
 DICTIONARY = "configs/ssov/dictionaries/scannet20.yaml"
 TEXT = {"label_set": "scannet20", "encoder": "synthetic", "options": {"dim": 32, "seed": 0}}
-TINY = dict(init_dim=8, planes=(8, 8, 8, 8, 8, 8, 8, 8), layers=(1, 1, 1, 1, 1, 1, 1, 1))
+TINY = {"init_dim": 8, "planes": (8, 8, 8, 8, 8, 8, 8, 8), "layers": (1, 1, 1, 1, 1, 1, 1, 1)}
 GRID = GridConfig(voxel_size=0.05, coordinates="cartesian")
 
 
@@ -78,7 +78,7 @@ def _rows(config: EvaluateConfig, records) -> dict[str, EvalCounts]:
 
 
 def test_pseudo_classify_and_afi_rows_equal_the_direct_computation(synthetic_world, lifted, tmp_path):
-    segments, out = lifted
+    _segments, out = lifted
     checkpoint = _checkpoint(tmp_path / "net", "classes")
     config = EvaluateConfig(manifest=synthetic_world.manifest, output=str(tmp_path / "eval"), lifted=out,
                             checkpoint=checkpoint, modes=["pseudo", "classify"], afi={}, text=TEXT)  # fmt: skip
@@ -105,7 +105,7 @@ def test_pseudo_classify_and_afi_rows_equal_the_direct_computation(synthetic_wor
 
 
 def test_a_tmp_export_is_scored_zero_shot_through_the_dictionary(synthetic_world, lifted, tmp_path):
-    segments, out = lifted
+    segments, _out = lifted
     checkpoint = _checkpoint(tmp_path / "tmp", "features", segments)
     config = EvaluateConfig(manifest=synthetic_world.manifest, output=str(tmp_path / "eval"), checkpoint=checkpoint,
                             modes=["classify"], text=TEXT)  # fmt: skip

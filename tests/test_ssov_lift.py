@@ -106,7 +106,7 @@ def test_lift_scene_writes_labels_and_pairs(synthetic_world, tmp_path):
     assert row["accuracy"] > 0.97 and 0.5 < row["p_labeled"] < 0.95  # a perfect segmenter; occluded points stay out
     labels = read_labels(labels_uri(lifted, record.scene_id), record.num_points)
     assert labels.metadata["label_set"] == "scannet20" and labels.metadata["fingerprint"] == expected
-    view, point, superpixel, meta = read_pairs(pairs_uri(lifted, record.scene_id))
+    _view, point, _superpixel, meta = read_pairs(pairs_uri(lifted, record.scene_id))
     assert meta["frames"] == [v.frame_id for v in record.views] and point.size >= (labels.superpoint >= 0).sum()
 
 

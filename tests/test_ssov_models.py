@@ -82,7 +82,7 @@ def test_one_registry_builds_both_networks_and_old_callers_still_work():
         build_model(CheckpointMetadata(voxel_size=0.1, text_model="", feature_dim=1))
 
 
-TINY = dict(init_dim=8, planes=(8, 8, 8, 8, 8, 8, 8, 8), layers=(1, 1, 1, 1, 1, 1, 1, 1))
+TINY = {"init_dim": 8, "planes": (8, 8, 8, 8, 8, 8, 8, 8), "layers": (1, 1, 1, 1, 1, 1, 1, 1)}
 
 
 def _scene(seed: int = 0, n: int = 300) -> tuple[torch.Tensor, torch.Tensor]:

@@ -24,10 +24,10 @@ from openscene_ray.models.voxelize import batch_voxels, voxelize
 from openscene_ray.models.zoo import MODELS, build_model, model_kind
 
 __all__ = [
+    "MODELS",
     "AugmentConfig",
     "CheckpointError",
     "CheckpointMetadata",
-    "MODELS",
     "MinkUNet",
     "MinkUNetConfig",
     "Res16UNet",

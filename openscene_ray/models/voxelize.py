@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["COORDINATES", "voxelize", "batch_voxels", "voxel_grid_coordinates"]
+__all__ = ["COORDINATES", "batch_voxels", "voxel_grid_coordinates", "voxelize"]
 
 COORDINATES = ("cartesian", "cylindrical")
 

@@ -53,7 +53,7 @@ class LiftResult:
 
 def _camera_key(name: str) -> str:
     name = name.strip().upper()
-    return name[4:] if name.startswith("CAM_") else name
+    return name.removeprefix("CAM_")
 
 
 def order_frames(frame_ids: Sequence[str], order: Sequence[str] | None) -> list[int]:
