@@ -1,8 +1,8 @@
 """SSOV end to end on the synthetic world through Ray: segment (Ray Data actor pool) → lift (Ray Data
 tasks) → TMP pre-training, then annotation-free training from it (Ray Train) → evaluation (the
-pseudo-labels and the network, with and without AFI). The segmenter is the label-oracle with noise and blur, an
-imperfect 2D model; the thresholds come from measured runs (tests/test_ssov_pipeline.py numbers in
-the README's SSOV section), with margin."""
+pseudo-labels and the network, with and without AFI). The segmenter is the label-oracle with noise
+and blur, an imperfect 2D model with known answers; the thresholds come from measured runs, with
+margin. The measured table itself (more rooms, longer training) is benchmarks/ssov_table.py."""
 
 from __future__ import annotations
 
