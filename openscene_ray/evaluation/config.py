@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, model_validator
 
-from openscene_ray.evaluation.metrics import MODES, Mode
+from openscene_ray.evaluation.metrics import MODES
 from openscene_ray.kernel.config import StrictModel, Uri
 from openscene_ray.kernel.errors import InputError
 from openscene_ray.kernel.manifest import SceneRecord
 from openscene_ray.kernel.ray_runtime import DataContextConfig, ResourcesConfig
 from openscene_ray.kernel.text import TextSpaceConfig
+from openscene_ray.ssov.afi import AFIConfig
 
-__all__ = ["COMPAT_TTA_REPEATS", "EvaluateConfig", "select_scenes"]
+__all__ = ["COMPAT_TTA_REPEATS", "EVAL_MODES", "EvalMode", "EvaluateConfig", "select_scenes"]
 
 COMPAT_TTA_REPEATS = 5
+# The zero-shot feature modes, then SSOV's label modes (evaluation.labels): the lifted pseudo-labels
+# and a trained SSOV network's classes.
+EvalMode = Literal["fusion", "distill", "ensemble", "pseudo", "classify"]
+EVAL_MODES: tuple[str, ...] = (*MODES, "pseudo", "classify")
 
 
 class EvaluateConfig(StrictModel):
@@ -24,8 +31,12 @@ class EvaluateConfig(StrictModel):
     manifest: Uri = Field(..., description="scene manifest URI")
     output: Uri = Field(..., description="run folder for metrics, figures and optional outputs")
     fused: Uri | None = Field(None, description="the fused output (the fusion job's folder: features/<scene>.parquet)")
-    checkpoint: Uri | None = Field(None, description="3D checkpoint folder (distill/ensemble)")
-    modes: list[Mode] | None = Field(None, description="default: every mode the given inputs allow")
+    checkpoint: Uri | None = Field(None, description="3D checkpoint folder (distill/ensemble; classify: an SSOV net)")
+    lifted: Uri | None = Field(None, description="SSOV's lifted output (openscene-ray lift): pseudo mode")
+    afi: AFIConfig | None = Field(None, description="also score pseudo/classify after SSOV's AFI post-process "
+                                  "(as '<mode>+afi'); {} for the defaults")
+    modes: list[EvalMode] | None = Field(None, description="default: every mode the given inputs allow (classify: "
+                                         "only when asked for)")
     split: str | None = Field("val", description="manifest split to evaluate; null: every scene")
     scenes: list[str] | None = Field(None, description="these scene ids instead of a split")
     text: TextSpaceConfig = Field(default_factory=TextSpaceConfig)
@@ -45,25 +56,32 @@ class EvaluateConfig(StrictModel):
                 raise ValueError("modes is empty")
             if len(set(self.modes)) != len(self.modes):
                 raise ValueError(f"modes has duplicates: {self.modes}")
-            needs = {m for m in self.modes if m != "fusion"}
+            needs = {m for m in self.modes if m in ("distill", "ensemble", "classify")}
             if needs and self.checkpoint is None:
                 raise ValueError(f"mode(s) {sorted(needs)} need a 3D checkpoint (set checkpoint)")
-            needs = {m for m in self.modes if m != "distill"}
+            needs = {m for m in self.modes if m in ("fusion", "ensemble")}
             if needs and self.fused is None:
                 raise ValueError(f"mode(s) {sorted(needs)} need the fused features (set fused)")
-        elif self.checkpoint is None and self.fused is None:
-            raise ValueError("nothing to evaluate: set fused and/or checkpoint")
+            if "pseudo" in self.modes and self.lifted is None:
+                raise ValueError("mode 'pseudo' needs the lifted pseudo-labels (set lifted)")
+        elif self.checkpoint is None and self.fused is None and self.lifted is None:
+            raise ValueError("nothing to evaluate: set fused, checkpoint and/or lifted")
         if self.save_point_features and self.checkpoint is None:
             raise ValueError("save_point_features writes the 3D features: it needs a checkpoint")
         return self
 
     def resolved_modes(self) -> list[str]:
         if self.modes is not None:
-            return [m for m in MODES if m in self.modes]
+            return [m for m in EVAL_MODES if m in self.modes]
         return [
             m for m in MODES
             if (m == "distill" or self.fused is not None) and (m == "fusion" or self.checkpoint is not None)
-        ]  # fmt: skip
+        ] + (["pseudo"] if self.lifted is not None else [])  # fmt: skip
+
+    def reported_modes(self) -> list[str]:
+        """The resolved modes, then ``<mode>+afi`` for the label modes when ``afi`` is set."""
+        modes = self.resolved_modes()
+        return modes + ([f"{m}+afi" for m in modes if m in ("pseudo", "classify")] if self.afi is not None else [])
 
     def resolved_tta_repeats(self) -> int:
         if self.tta_repeats is not None:

@@ -86,12 +86,17 @@ class EvalActor:
         import torch
 
         self.config = config
-        self.modes = config.resolved_modes()
+        self.modes = [m for m in config.resolved_modes() if m in MODES]  # the feature modes
+        self.label_modes = [m for m in config.reported_modes() if m not in MODES]  # pseudo, classify, +afi
         self.repeats = config.resolved_tta_repeats()
         self.device = torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
-        self.text = build_text_space(config.text, config.openscene_compat)
-        self.model = self.voxel_size = self.text_model_3d = None
-        if config.checkpoint is not None:
+        self.text = build_text_space(config.text, config.openscene_compat) if self.modes else None
+        self.model = self.voxel_size = self.text_model_3d = self.classifier = None
+        if "classify" in self.label_modes:
+            from openscene_ray.evaluation.labels import Classifier
+
+            self.classifier = Classifier(config.checkpoint, config.text.label_set, self.device)
+        if config.checkpoint is not None and {"distill", "ensemble"} & set(self.modes):
             from openscene_ray.models.checkpoint import load_checkpoint
 
             self.model, _, meta = load_checkpoint(config.checkpoint, self.device)
@@ -131,7 +136,9 @@ class EvalActor:
             if len(xyz) != num_points:
                 raise ValueError(f"{points_uri} holds {len(xyz)} points, the manifest says {num_points}")
         except Exception as exc:  # noqa: BLE001 - a bad scene is data
-            return [self._row(scene_id, m, error=f"{scene_id}: {describe_error(exc)}") for m in self.modes]
+            modes = self.modes + self.label_modes
+            return [self._row(scene_id, m, error=f"{scene_id}: {describe_error(exc)}") for m in modes]
+        label_rows = self._label_rows(scene_id, xyz, rgb, labels, time.perf_counter() - start)
         n = len(xyz)
         f2d = has2d = None
         fused_error = warning = ""
@@ -169,6 +176,39 @@ class EvalActor:
             except Exception as exc:  # noqa: BLE001 - the scene's outputs are part of its result
                 for row in rows:
                     row["error"] = row["error"] or f"{scene_id}: writing outputs: {describe_error(exc)}"
+        return rows + label_rows
+
+    def _label_rows(self, scene_id: str, xyz, rgb, labels, load_seconds: float) -> list[dict[str, Any]]:
+        """The rows of the label modes (pseudo, classify, and their ``+afi`` variants)."""
+        from openscene_ray.evaluation.labels import (
+            AFI_SUFFIX,
+            afi_labels,
+            pseudo_labels,
+        )
+        from openscene_ray.evaluation.metrics import EvalCounts
+
+        rows, preds, label_set = [], {}, self.config.text.label_set
+        k = get_label_set(label_set).num_classes
+        for mode in self.label_modes:
+            row = self._row(scene_id, mode, n_points=len(xyz), load_seconds=load_seconds)
+            t0 = time.perf_counter()
+            base = mode.removesuffix(AFI_SUFFIX)
+            try:
+                if mode == "pseudo":
+                    preds[mode] = pseudo_labels(self.config.lifted, scene_id, len(xyz), label_set)
+                elif mode == "classify":
+                    preds[mode] = self.classifier.predict(xyz, rgb)
+                elif base not in preds:
+                    raise RuntimeError(f"{base} failed, so {mode} has no predictions")
+                else:
+                    pseudo = preds.get("pseudo") if self.config.afi.mix_pseudo else None
+                    preds[mode] = afi_labels(xyz, preds[base], label_set, self.config.afi, pseudo)
+                counts = EvalCounts.from_predictions(preds[mode], labels, k)
+                row.update(confusion=counts.confusion.reshape(-1).tolist(), unknown=counts.unknown.tolist())
+            except Exception as exc:  # noqa: BLE001
+                row["error"] = f"{scene_id}: {mode}: {describe_error(exc)}"
+            row["seconds"] = time.perf_counter() - t0
+            rows.append(row)
         return rows
 
     def _write_outputs(self, scene_id, xyz, rgb, labels, f2d, has2d, f3d, modes: list[str]) -> None:
@@ -224,9 +264,9 @@ def run_evaluate(config: EvaluateConfig) -> EvaluateSummary:
     """Run the evaluation job (connecting to or starting Ray), write the report, return the summary."""
     start = time.perf_counter()
     scenes = select_scenes(config, read_manifest(config.manifest))
-    modes = config.resolved_modes()
+    modes = config.reported_modes()
     summary = EvaluateSummary(output=config.output, scenes=[r.scene_id for r in scenes])
-    if config.checkpoint is not None:
+    if config.checkpoint is not None and {"distill", "ensemble"} & set(modes):
         from openscene_ray.models.checkpoint import load_checkpoint
 
         # on the driver first: a bad checkpoint fails here with its URI, not as dying actors
@@ -240,7 +280,7 @@ def run_evaluate(config: EvaluateConfig) -> EvaluateSummary:
     configure_data_context(config.data)
     rows = build_dataset(config, scenes).take_all()
     rows = [{k: (r[k].tolist() if isinstance(r[k], np.ndarray) else r[k]) for k in ROW_SCHEMA.names} for r in rows]
-    rows.sort(key=lambda r: (r["scene_id"], MODES.index(r["mode"])))
+    rows.sort(key=lambda r: (r["scene_id"], modes.index(r["mode"])))
     totals, counted, summary.failed = aggregate_rows(rows, summary.scenes, modes, num_classes)
     for warning in sorted({r["warning"] for r in rows if r["warning"]}):
         summary.warnings.append(warning)

@@ -24,7 +24,9 @@ class LabelSet:
 
     ``prompt_classes`` (nuScenes) lists extra prompts and the class index each maps to; logits
     of prompts that share a class are reduced with max. ``compat_other_index`` is the class whose
-    prompt the reference replaces by the bare word "other".
+    prompt the reference replaces by the bare word "other". ``ground_classes`` are the classes
+    of the road-level ground (outdoor LiDAR sets only): SSOV's AFI keeps only these on the
+    ground plane it fits near the ego vehicle; empty means the set has no such rule.
     """
 
     name: str
@@ -32,6 +34,7 @@ class LabelSet:
     detailed_prompts: tuple[tuple[str, int], ...] = ()
     compat_other_index: int | None = None
     aliases: tuple[str, ...] = field(default=())
+    ground_classes: tuple[int, ...] = ()
 
     @property
     def num_classes(self) -> int:
@@ -136,4 +139,7 @@ NUSCENES_DETAILED = (
     ("building", 14), ("wall", 14), ("pole", 14), ("awning", 14), ("tree", 15), ("trunk", 15),
     ("tree trunk", 15), ("bush", 15), ("shrub", 15), ("plant", 15), ("flower", 15), ("woods", 15),
 )  # fmt: skip
-register_label_set(LabelSet("nuscenes16", NUSCENES_16, detailed_prompts=NUSCENES_DETAILED, aliases=("nuscenes",)))
+# Ground classes (AFI's ground rule, seed facts §3.6 step 4): drivable surface, other flat,
+# sidewalk, terrain.
+register_label_set(LabelSet("nuscenes16", NUSCENES_16, detailed_prompts=NUSCENES_DETAILED, aliases=("nuscenes",),
+                            ground_classes=(10, 11, 12, 13)))

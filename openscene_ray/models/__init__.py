@@ -1,4 +1,5 @@
-"""The 3D side of distillation (paper Sec. 3.2): network, voxelisation, augmentation, loss, export."""
+"""The 3D side: networks (one registry: MinkUNet18A, Res16UNet34C), voxelisation, augmentation,
+loss, export."""
 
 from openscene_ray.models.augment import (
     AugmentConfig,
@@ -16,23 +17,28 @@ from openscene_ray.models.loss import cosine_distill_loss
 from openscene_ray.models.minkunet import (
     MinkUNet,
     MinkUNetConfig,
-    build_model,
     prepare_indices,
 )
+from openscene_ray.models.res16unet import Res16UNet, Res16UNetConfig
 from openscene_ray.models.voxelize import batch_voxels, voxelize
+from openscene_ray.models.zoo import MODELS, build_model, model_kind
 
 __all__ = [
+    "MODELS",
     "AugmentConfig",
     "CheckpointError",
     "CheckpointMetadata",
     "MinkUNet",
     "MinkUNetConfig",
+    "Res16UNet",
+    "Res16UNetConfig",
     "augment_points",
     "batch_voxels",
     "build_model",
     "cosine_distill_loss",
     "elastic_distortion",
     "load_checkpoint",
+    "model_kind",
     "prepare_indices",
     "random_rotation",
     "save_checkpoint",

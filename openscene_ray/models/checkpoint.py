@@ -3,7 +3,8 @@
 A checkpoint is a folder (any storage URI) with two objects:
 
 * ``model.safetensors``: the state dict (weights and BatchNorm statistics);
-* ``checkpoint.json``: the format version, the :class:`MinkUNetConfig`, the
+* ``checkpoint.json``: the format version, the network's kind in the model registry
+  (:mod:`~openscene_ray.models.zoo`; absent = ``minkunet18a``) and its config, the
   :class:`CheckpointMetadata` (voxel size, text model, label set), the code version and the
   SHA-256 of the weights.
 
@@ -28,6 +29,7 @@ from openscene_ray.kernel.config import StrictModel
 from openscene_ray.kernel.errors import OpenSceneError, describe_error
 from openscene_ray.kernel.train_runtime import unwrap
 from openscene_ray.models.minkunet import MinkUNet, MinkUNetConfig
+from openscene_ray.models.zoo import MODELS, config_for_kind, model_kind
 
 __all__ = ["CheckpointError", "CheckpointMetadata", "load_checkpoint", "read_checkpoint_metadata", "save_checkpoint"]
 
@@ -70,6 +72,7 @@ def save_checkpoint(
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "code_version": __version__,
+        "model": model_kind(config),
         "model_config": config.model_dump(mode="json"),
         "metadata": metadata.model_dump(mode="json"),
         "weights": {"name": WEIGHTS_NAME, "sha256": hashlib.sha256(weights).hexdigest(), "bytes": len(weights)},
@@ -120,7 +123,8 @@ def load_checkpoint(
     corrupt or mismatched state dict) is a :class:`CheckpointError` naming the checkpoint."""
     document = _read_document(uri)
     try:
-        config = MinkUNetConfig.model_validate(document["model_config"])
+        kind = str(document.get("model", "minkunet18a"))
+        config = config_for_kind(kind, document["model_config"])
         metadata = CheckpointMetadata.model_validate(document["metadata"])
         weights_name, digest = document["weights"]["name"], document["weights"]["sha256"]
     except (KeyError, TypeError, ValueError) as exc:
@@ -130,7 +134,7 @@ def load_checkpoint(
     weights = storage.read_bytes(storage.join(uri, WEIGHTS_NAME))
     if hashlib.sha256(weights).hexdigest() != digest:
         raise CheckpointError(f"{uri}: the weights do not match the digest in {CONFIG_NAME} (mixed or corrupt export)")
-    model = MinkUNet(config)
+    model = MODELS.get(kind).build(config)
     try:
         model.load_state_dict(load_safetensors(weights), strict=True)
     except Exception as exc:  # noqa: BLE001 - safetensors and torch raise their own types

@@ -6,7 +6,8 @@ network input.
 * **augment**: :func:`~openscene_ray.models.augment.augment_points` with a caller's generator
   (training augmentation, or the reference's test-time rotation/scale);
 * **voxelise**: :func:`~openscene_ray.models.voxelize.voxelize` (the first point of a voxel
-  represents it; every point keeps its voxel);
+  represents it; every point keeps its voxel), on the cartesian grid or, as an option, the
+  cylindrical LiDAR grid (ρ and z at ``voxel_size``, φ at ``angle_step_deg``);
 * **network input**: :func:`input_features` of each voxel's representative point.
 """
 
@@ -97,11 +98,14 @@ def voxel_input(
     augment: AugmentConfig | None = None,
     rng: np.random.Generator | None = None,
     training: bool = False,
+    coordinates: str = "cartesian",
+    angle_step_deg: float = 1.0,
 ) -> VoxelInput:
-    """Augment (when both ``augment`` and ``rng`` are given), voxelise, and encode the network
-    input of each voxel's representative point."""
+    """Augment (when both ``augment`` and ``rng`` are given), voxelise (``coordinates``:
+    ``cartesian`` or ``cylindrical``), and encode the network input of each voxel's
+    representative point."""
     if augment is not None and rng is not None:
         xyz = augment_points(xyz, rng, augment, training=training)
-    voxel_coords, rep_index, inverse = voxelize(xyz, voxel_size)
+    voxel_coords, rep_index, inverse = voxelize(xyz, voxel_size, coordinates, angle_step_deg)
     feats = input_features(None if rgb is None else rgb[rep_index], len(rep_index), in_channels)
     return VoxelInput(voxel_coords, feats, rep_index, inverse)

@@ -3,19 +3,45 @@
 A voxel is represented by the first point (in the original point order) that falls into it, as
 in the reference; every point keeps a link to its voxel so voxel predictions can be scattered
 back to all points.
+
+Two grids: ``cartesian`` (x, y, z at ``voxel_size``) and ``cylindrical``, the LiDAR grid of SLidR
+and SSOV (seed facts §3.4-3.5): ρ = √(x²+y²) and z at ``voxel_size`` (0.1 m there), the azimuth
+φ = atan2(y, x) in steps of ``angle_step_deg`` (1°), each floored.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["voxelize", "batch_voxels"]
+__all__ = ["COORDINATES", "batch_voxels", "voxel_grid_coordinates", "voxelize"]
+
+COORDINATES = ("cartesian", "cylindrical")
 
 
-def voxelize(xyz: np.ndarray, voxel_size: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def voxel_grid_coordinates(
+    xyz: np.ndarray, voxel_size: float, coordinates: str = "cartesian", angle_step_deg: float = 1.0
+) -> np.ndarray:
+    """float64 ``[N,3]`` positions in voxel units before flooring: ``xyz / voxel_size``, or
+    ``(ρ / voxel_size, φ° / angle_step_deg, z / voxel_size)`` for the cylindrical grid."""
+    xyz = np.asarray(xyz, dtype=np.float64)
+    if coordinates == "cartesian":
+        return xyz / voxel_size
+    if coordinates != "cylindrical":
+        raise ValueError(f"unknown voxel coordinates {coordinates!r}; expected one of {COORDINATES}")
+    if not angle_step_deg > 0:
+        raise ValueError(f"angle_step_deg must be positive, got {angle_step_deg}")
+    rho = np.sqrt(xyz[:, 0] ** 2 + xyz[:, 1] ** 2) / voxel_size
+    phi = np.degrees(np.arctan2(xyz[:, 1], xyz[:, 0])) / angle_step_deg
+    return np.stack([rho, phi, xyz[:, 2] / voxel_size], axis=1)
+
+
+def voxelize(
+    xyz: np.ndarray, voxel_size: float, coordinates: str = "cartesian", angle_step_deg: float = 1.0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Quantise points to a grid: ``(voxel_coords int32 [V,3], rep_index int64 [V], inverse int64 [N])``.
 
-    ``voxel_coords = floor(xyz / voxel_size)`` shifted so that the minimum is 0 on every axis,
+    ``voxel_coords = floor(xyz / voxel_size)`` (or the cylindrical cells, see
+    :func:`voxel_grid_coordinates`) shifted so that the minimum is 0 on every axis,
     one row per occupied voxel in ascending (x, y, z) order; ``rep_index[v]`` is the smallest
     point index inside voxel ``v``; ``inverse[i]`` is the voxel of point ``i``, so
     ``voxel_coords[inverse] == the point's grid cell``. Deterministic and independent of ties.
@@ -29,7 +55,7 @@ def voxelize(xyz: np.ndarray, voxel_size: float) -> tuple[np.ndarray, np.ndarray
         raise ValueError(f"voxel_size must be positive, got {voxel_size}")
     if not np.isfinite(xyz).all():
         raise ValueError("xyz contains NaN or infinite coordinates")
-    grid = np.floor(xyz.astype(np.float64) / voxel_size).astype(np.int64)
+    grid = np.floor(voxel_grid_coordinates(xyz, voxel_size, coordinates, angle_step_deg)).astype(np.int64)
     grid -= grid.min(axis=0)
     extent = grid.max(axis=0) + 1
     if np.prod(extent.astype(np.float64)) >= 2.0**62:
