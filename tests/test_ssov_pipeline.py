@@ -66,5 +66,6 @@ def test_training_stages_export_checkpoints_that_evaluation_scores(pipeline):
     for summary in (tmp, free):
         assert summary.ok and len(summary.history) >= 6
         assert summary.history[-1]["train_loss"] < summary.history[0]["train_loss"]
-    assert scores["pseudo+afi"] > scores["pseudo"]  # AFI cleans the noisy pseudo-labels
+    # AFI cleans the noisy pseudo-labels: measured 0.307 -> 0.639 mIoU on the val rooms
+    assert scores["pseudo"] > 0.2 and scores["pseudo+afi"] > scores["pseudo"] + 0.15
     assert 0.0 <= scores["classify"] <= 1.0 and 0.0 <= scores["classify+afi"] <= 1.0
