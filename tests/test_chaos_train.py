@@ -10,6 +10,7 @@ import os
 import re
 import shutil
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -89,7 +90,7 @@ def test_poisoned_state_in_the_latest_checkpoint_is_refused_and_never_runs(kille
     checkpoints = _checkpoints(summary.run_dir)
     payload_ran = tmp_path / "payload-ran"
     write_poisoned_state(os.path.join(checkpoints[max(checkpoints)], STATE_FILE), str(payload_ran))
-    exported = open(os.path.join(summary.model_uri, WEIGHTS_NAME), "rb").read()
+    exported = Path(summary.model_uri, WEIGHTS_NAME).read_bytes()
     start = time.perf_counter()
     with pytest.raises(Exception) as failure:
         run_distill(config.model_copy(update={"epochs": EPOCHS + 1, "epoch_hook": None, "max_failures": 0,
@@ -100,7 +101,7 @@ def test_poisoned_state_in_the_latest_checkpoint_is_refused_and_never_runs(kille
     assert not payload_ran.exists(), "the payload in state.pt ran"
     folders = [p for p in glob.glob(os.path.join(summary.run_dir, "checkpoint_*")) if os.path.isdir(p)]
     assert len(folders) == EPOCHS  # no epoch trained, nothing checkpointed
-    assert open(os.path.join(summary.model_uri, WEIGHTS_NAME), "rb").read() == exported  # no new export
+    assert Path(summary.model_uri, WEIGHTS_NAME).read_bytes() == exported  # no new export
     record("poisoned state.pt on resume", seconds=round(seconds, 1), error=text[text.find("Unsupported global"):][:200])
 
 
