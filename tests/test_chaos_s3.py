@@ -1,5 +1,5 @@
-"""Chaos suite, object storage: S3 throttles, the endpoint disappears mid-job, a multipart upload
-fails. The world, the manifest and the fused output live in moto's S3, behind a loopback proxy
+"""Chaos suite, object storage: the endpoint disappears mid-job, S3 throttles, a multipart upload
+fails, the endpoint stalls. The world, the manifest and the fused output live in moto's S3, behind a loopback proxy
 that injects the faults (``tests/chaos_s3proxy.py``); the job runs as ``jobs/fuse.py --address
 local`` with ``OPENSCENE_S3_ENDPOINT_URL`` pointing at the proxy."""
 
@@ -18,7 +18,6 @@ from chaos_checks import (
     kill_session,
     record,
     reference_shards,
-    run_ids,
     run_job,
     shard_names,
     start_job,
@@ -74,30 +73,14 @@ def _open_uploads(s3_server, bucket: str) -> list:
 
 
 @pytest.mark.slow
-def test_throttled_s3_30_percent_slowdown_the_job_finishes_with_identical_shards(s3_server, s3_world, proxy, tmp_path):
-    """30% of all requests (reads, writes, listings, HEADs) get ``503 SlowDown``: retried with
-    backoff, the job finishes and every shard equals the uninterrupted run's."""
-    fused = f"s3://{s3_world.bucket}/out-throttled"
-    proxy.slowdown_fraction = 0.3
-    result = run_job(write_job_config(str(tmp_path), s3_world.manifest, fused),
-                     job_env(OPENSCENE_S3_ENDPOINT_URL=proxy.url))  # fmt: skip
-    assert result.returncode == 0, result.tail()
-    assert proxy.counts["slowdown"] >= 10, proxy.counts  # the faults really hit the job
-    summary = result.summary
-    assert (summary["done"], summary["failed"]) == (len(s3_world.ids), 0), summary
-    rows = check_fused(fused, s3_world.reference, s3_world.ids)
-    assert run_ids(rows) == [summary["run_id"]] and done_rows(rows, summary["run_id"]) == s3_world.ids
-    assert not _open_uploads(s3_server, s3_world.bucket)
-    record("S3 30% 503 SlowDown", seconds=round(result.seconds, 1), **proxy.counts)
-
-
-@pytest.mark.slow
-def test_s3_endpoint_gone_mid_job_fails_fast_naming_the_uri_and_a_rerun_fuses_the_rest(
+def test_s3_endpoint_gone_mid_job_fails_fast_then_a_throttled_rerun_fuses_exactly_the_rest(
     s3_server, s3_world, proxy, tmp_path
 ):
     """The endpoint vanishes (stops listening, drops connections) after the first index row: the
-    job exits 2 within the deadline with a message naming an ``s3://`` URI; with the endpoint
-    back, the rerun fuses exactly the scenes that are missing."""
+    job exits 2 within the deadline with a message naming an ``s3://`` URI. The endpoint comes
+    back throttled (30% of all requests, reads, writes, listings and HEADs, get ``503 SlowDown``):
+    the rerun is slowed down by the retries but fuses exactly the missing scenes, and every shard
+    equals the uninterrupted run's."""
     fused = f"s3://{s3_world.bucket}/out-gone"
     config = write_job_config(str(tmp_path), s3_world.manifest, fused)
     env = job_env(OPENSCENE_S3_ENDPOINT_URL=proxy.url, **SHORT_TIMEOUTS)
@@ -122,16 +105,21 @@ def test_s3_endpoint_gone_mid_job_fails_fast_naming_the_uri_and_a_rerun_fuses_th
     shards = [n[: -len(".parquet")] for n in shard_names(fused)]
     rows = check_fused(fused, s3_world.reference, shards)
     assert 1 <= len(shards) < len(s3_world.ids), shards
+    proxy.slowdown_fraction, before = 0.3, proxy.counts.copy()
     rerun = run_job(config, env)
     assert rerun.returncode == 0, rerun.tail()
+    throttled = proxy.counts - before
+    # the faults really hit the rerun (measured: 24 of 117 requests for 3 scenes; >= 25 a scene)
+    assert throttled["slowdown"] >= 5, throttled
     summary = rerun.summary
     rest = sorted(set(s3_world.ids) - set(shards))
     assert (summary["skipped"], summary["done"], summary["failed"]) == (len(shards), len(rest), 0), summary
     rows = check_fused(fused, s3_world.reference, s3_world.ids)
     assert done_rows(rows, summary["run_id"]) == rest
     assert not _open_uploads(s3_server, s3_world.bucket)
-    record("S3 endpoint gone mid-job, rerun", failed_after_s=round(failed_after, 1), message=message[0][:300],
-           shards_before=len(shards), rerun_s=round(rerun.seconds, 1), rerun_done=summary["done"])  # fmt: skip
+    record("S3 endpoint gone mid-job, throttled rerun", failed_after_s=round(failed_after, 1),
+           message=message[0][:300], shards_before=len(shards), rerun_s=round(rerun.seconds, 1),
+           rerun_done=summary["done"], **{f"rerun_{k}": v for k, v in throttled.items()})  # fmt: skip
 
 
 def test_a_failed_multipart_upload_is_aborted(s3_server, proxy):
