@@ -181,8 +181,6 @@ class FaultyS3Proxy:
         if self._server is None:
             self.start()
 
-    stop = disappear
-
     def __enter__(self) -> FaultyS3Proxy:
         return self.start()
 
