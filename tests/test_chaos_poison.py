@@ -1,5 +1,8 @@
 """Poisoned training state: a ``state.pt`` replaced in shared run storage must be refused, and
-its payload must never run; the real state must round-trip weights-only."""
+its payload must never run; the real state must round-trip weights-only.
+
+End to end (a real distill run resumed over a poisoned ``state.pt``; poisoned exported checkpoints
+refused by ``openscene-ray evaluate``): ``tests/test_chaos_train.py``."""
 
 from __future__ import annotations
 

@@ -2,10 +2,6 @@
 
 import dataclasses
 import os
-import signal
-import subprocess
-import sys
-import time
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -28,8 +24,6 @@ from openscene_ray.kernel.manifest import (
     read_manifest,
 )
 from openscene_ray.kernel.text import build_text_encoder
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _config(manifest, fused, **overrides) -> FuseConfig:
@@ -103,94 +97,6 @@ def test_fuse_job_on_s3(ray_session, s3_server, tmp_path):
     assert any(k.startswith("out/index/") for k in keys)
     metrics = compute_metrics(_fused_counts(result.records, output).confusion)
     assert metrics["miou"] >= 0.9
-
-
-def test_actor_crash_mid_scene_still_writes_every_scene_once(ray_session, synthetic_world, tmp_path):
-    marker = str(tmp_path / "crashed")
-    config = _config(
-        synthetic_world.manifest,
-        str(tmp_path / "out"),
-        extractor={"name": "fault_injection:crash_once", "options": ORACLE | {"marker": marker}},
-    )
-    summary = run_fuse(config)
-    assert os.path.exists(marker), "the actor never crashed: the test did not exercise recovery"
-    assert summary.ok and sorted(summary.done) == sorted(r.scene_id for r in synthetic_world.records)
-    files = sorted(os.listdir(tmp_path / "out" / "features"))
-    assert files == sorted(f"{r.scene_id}.parquet" for r in synthetic_world.records)
-    for record in synthetic_world.records:
-        expected, _ = _in_process(record)
-        assert np.array_equal(read_features(shard_uri(config.fused, record.scene_id)).features, expected.features.numpy())
-
-
-def _job_env():
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([REPO, os.path.join(REPO, "tests")]))
-    env["RAY_DATA_DISABLE_PROGRESS_BARS"] = "1"
-    return env
-
-
-def _write_job_config(tmp_path, manifest, output) -> str:
-    import yaml
-
-    path = tmp_path / "fuse.yaml"
-    path.write_text(yaml.safe_dump({
-        "manifest": manifest, "fused": output,
-        "extractor": {"name": "label-oracle", "options": ORACLE},
-        "resources": {"min_actors": 1, "max_actors": 1, "cpus_per_actor": 1},
-    }))  # fmt: skip
-    return str(path)
-
-
-@pytest.mark.slow
-def _settled_shards(features, quiet_s: float = 3.0, limit_s: float = 60.0) -> list[str]:
-    """The shard names once none has appeared for ``quiet_s``: a Ray worker outside the killed
-    process group may still finish (atomically) the scene it was writing."""
-    names, changed, start = None, time.time(), time.time()
-    while time.time() - start < limit_s:
-        now = sorted(f.name for f in features.iterdir() if f.suffix == ".parquet")
-        if now != names:
-            names, changed = now, time.time()
-        elif time.time() - changed >= quiet_s:
-            break
-        time.sleep(0.2)
-    return names
-
-
-def test_resume_after_killed_driver_gives_exactly_the_rest(synthetic_world, tmp_path):
-    """Kill the driver (its whole process group, local Ray included) after the first scene, rerun:
-    the rerun fuses exactly the missing scenes and the final outputs equal a clean run's."""
-    output = str(tmp_path / "out")
-    config = _write_job_config(tmp_path, synthetic_world.manifest, output)
-    features = tmp_path / "out" / "features"
-    proc = subprocess.Popen(
-        [sys.executable, "jobs/fuse.py", "--config", config, "--address", "local"],
-        cwd=REPO, env=_job_env(), start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    deadline = time.time() + 240
-    while time.time() < deadline and proc.poll() is None:
-        if features.is_dir() and any(f.suffix == ".parquet" for f in features.iterdir()):
-            break
-        time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    first = _settled_shards(features)
-    all_ids = sorted(r.scene_id for r in synthetic_world.records)
-    assert 1 <= len(first) < len(all_ids), first
-    before = {name: (features / name).read_bytes() for name in first}
-
-    rerun = subprocess.run(
-        [sys.executable, "jobs/fuse.py", "--config", config, "--address", "local"],
-        cwd=REPO, env=_job_env(), capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert rerun.returncode == 0, rerun.stdout[-2000:] + rerun.stderr[-4000:]
-    import json
-
-    summary = json.loads(rerun.stdout[rerun.stdout.index("{"):])
-    assert summary["skipped"] == len(first) and summary["done"] == len(all_ids) - len(first)
-    assert sorted(f.name for f in features.iterdir()) == [f"{s}.parquet" for s in all_ids]  # no temp files
-    assert all((features / name).read_bytes() == data for name, data in before.items())
-    for record in synthetic_world.records:
-        expected, _ = _in_process(record)
-        assert np.array_equal(read_features(shard_uri(output, record.scene_id)).features, expected.features.numpy())
 
 
 def test_manifest_read_back_through_ray_rows(ray_session, synthetic_world):

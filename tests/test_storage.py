@@ -132,3 +132,15 @@ def test_local_copy_caches_remote_folders(s3_server, tmp_path):
 def test_unsupported_scheme():
     with pytest.raises(StorageError, match="unsupported URI scheme 'gs'"):
         storage.filesystem("gs://bucket/x")
+
+
+def test_s3_listings_see_objects_written_by_other_processes(s3_server):
+    """Actors and reruns write the buckets a driver lists: a listing is never served from a cache."""
+    import boto3
+
+    bucket = s3_server.bucket()
+    storage.write_bytes(f"s3://{bucket}/index/a.parquet", b"a")
+    assert [u.rsplit("/", 1)[1] for u in storage.listdir(f"s3://{bucket}/index")] == ["a.parquet"]
+    other = boto3.client("s3", endpoint_url=s3_server.endpoint, region_name="us-east-1")  # another writer
+    other.put_object(Bucket=bucket, Key="index/b.parquet", Body=b"b")
+    assert [u.rsplit("/", 1)[1] for u in storage.listdir(f"s3://{bucket}/index")] == ["a.parquet", "b.parquet"]

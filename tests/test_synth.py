@@ -180,7 +180,7 @@ def test_same_seed_same_bytes_different_seed_different_bytes():
     a, b, c = (read_tree(f"memory://synth-det/{name}") for name in "abc")
     assert len(a) == 1 + 2 * (1 + 3 * 4)
     assert a == b
-    pth = "/scannet_3d/val/scene0000_00_vh_clean_2.pth"
+    pth = "/scannet_3d/train/scene0000_00_vh_clean_2.pth"  # val_fraction 0.5: the second scene is val
     assert a[pth] != c[pth]
     assert a["/scannet_2d/scene0001_00/color/40.jpg"] != c["/scannet_2d/scene0001_00/color/40.jpg"]
 

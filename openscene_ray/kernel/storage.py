@@ -3,10 +3,8 @@
 Supported URIs: plain local paths, ``file://``, ``s3://`` (through s3fs, so MinIO and moto work
 with an endpoint override) and ``memory://`` (fsspec's in-process filesystem, for tests).
 
-S3 settings come from :class:`StorageOptions`, which defaults to the environment:
-``OPENSCENE_S3_ENDPOINT_URL`` (or ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL``), ``AWS_REGION``
-(or ``AWS_DEFAULT_REGION``) and the usual AWS credential chain. Secrets are kept in
-:class:`pydantic.SecretStr` and never appear in ``repr``, logs or error messages.
+S3 settings come from :class:`StorageOptions` (``openscene_ray.kernel.s3``, re-exported here),
+which defaults to the environment; secrets never appear in ``repr``, logs or error messages.
 """
 
 from __future__ import annotations
@@ -16,15 +14,13 @@ import os
 import posixpath
 import tempfile
 import uuid
-from functools import lru_cache
-from typing import Any
 
 import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
-from pydantic import BaseModel, ConfigDict, SecretStr
 
 from openscene_ray.kernel.errors import OpenSceneError
+from openscene_ray.kernel.s3 import StorageOptions, pyarrow_s3_filesystem, s3_filesystem
 
 __all__ = [
     "absolute_uri",
@@ -60,89 +56,10 @@ class ObjectNotFound(StorageError, FileNotFoundError):
     """The URI names no object (or its bucket does not exist)."""
 
 
-_LIMIT_ENV = {
-    "connect_timeout_s": "OPENSCENE_S3_CONNECT_TIMEOUT_S",
-    "read_timeout_s": "OPENSCENE_S3_READ_TIMEOUT_S",
-    "max_attempts": "OPENSCENE_S3_MAX_ATTEMPTS",
-}
-
-
-def _env_first(*names: str) -> str | None:
-    for name in names:
-        value = os.environ.get(name)
-        if value:
-            return value
-    return None
-
-
-class StorageOptions(BaseModel):
-    """S3 connection settings. Unset fields fall back to the environment, then to boto defaults."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    endpoint_url: str | None = None
-    region: str | None = None
-    access_key_id: SecretStr | None = None
-    secret_access_key: SecretStr | None = None
-    anonymous: bool = False
-    # A dead endpoint must fail a call within a deadline, not hang a job: about
-    # max_attempts × (connect_timeout_s + backoff) for a refused or unreachable endpoint.
-    connect_timeout_s: float = 5.0
-    read_timeout_s: float = 60.0
-    max_attempts: int = 3
-
-    @classmethod
-    def from_env(cls) -> StorageOptions:
-        key = _env_first("AWS_ACCESS_KEY_ID")
-        secret = _env_first("AWS_SECRET_ACCESS_KEY")
-        limits = {
-            field: float(value) if field.endswith("_s") else int(value)
-            for field, name in _LIMIT_ENV.items()
-            if (value := os.environ.get(name))
-        }
-        return cls(
-            endpoint_url=_env_first(
-                "OPENSCENE_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"
-            ),
-            region=_env_first("AWS_REGION", "AWS_DEFAULT_REGION"),
-            access_key_id=SecretStr(key) if key else None,
-            secret_access_key=SecretStr(secret) if secret else None,
-            **limits,
-        )
-
-    def s3fs_kwargs(self) -> dict[str, Any]:
-        kwargs: dict[str, Any] = {
-            "anon": self.anonymous,
-            "config_kwargs": {
-                "connect_timeout": self.connect_timeout_s,
-                "read_timeout": self.read_timeout_s,
-                "retries": {"max_attempts": self.max_attempts, "mode": "standard"},
-            },
-        }
-        client_kwargs: dict[str, Any] = {}
-        if self.endpoint_url:
-            client_kwargs["endpoint_url"] = self.endpoint_url
-        if self.region:
-            client_kwargs["region_name"] = self.region
-        if client_kwargs:
-            kwargs["client_kwargs"] = client_kwargs
-        if self.access_key_id and self.secret_access_key:
-            kwargs["key"] = self.access_key_id.get_secret_value()
-            kwargs["secret"] = self.secret_access_key.get_secret_value()
-        return kwargs
-
-
 def _scheme(uri: str) -> str:
     if "://" in uri:
         return uri.split("://", 1)[0].lower()
     return "file"
-
-
-@lru_cache(maxsize=16)
-def _s3_filesystem(options: StorageOptions) -> fsspec.AbstractFileSystem:
-    import s3fs
-
-    return s3fs.S3FileSystem(**options.s3fs_kwargs(), skip_instance_cache=True)
 
 
 def filesystem(
@@ -154,7 +71,7 @@ def filesystem(
         path = uri[len("file://") :] if uri.startswith("file://") else uri
         return fsspec.filesystem("file"), os.path.abspath(os.path.expanduser(path))
     if scheme in ("s3", "s3a"):
-        return _s3_filesystem(options or StorageOptions.from_env()), uri.split("://", 1)[1]
+        return s3_filesystem(options or StorageOptions.from_env()), uri.split("://", 1)[1]
     if scheme == "memory":
         return fsspec.filesystem("memory"), "/" + uri.split("://", 1)[1].lstrip("/")
     raise StorageError(uri, f"unsupported URI scheme {scheme!r} (use a path, file://, s3:// or memory://)")
@@ -172,23 +89,7 @@ def to_pyarrow_filesystem(uri: str, options: StorageOptions | None = None):
     if scheme == "file":
         return pafs.LocalFileSystem(), filesystem(uri, options)[1]
     if scheme in ("s3", "s3a"):
-        opts = options or StorageOptions.from_env()
-        kwargs: dict[str, Any] = {
-            "region": opts.region or "us-east-1",
-            "retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=opts.max_attempts),
-            "connect_timeout": opts.connect_timeout_s,
-            "request_timeout": opts.read_timeout_s,
-        }
-        if opts.anonymous:
-            kwargs["anonymous"] = True
-        elif opts.access_key_id and opts.secret_access_key:
-            kwargs["access_key"] = opts.access_key_id.get_secret_value()
-            kwargs["secret_key"] = opts.secret_access_key.get_secret_value()
-        if opts.endpoint_url:
-            endpoint_scheme, _, host = opts.endpoint_url.partition("://")
-            kwargs["endpoint_override"] = host.rstrip("/")
-            kwargs["scheme"] = endpoint_scheme
-        return pafs.S3FileSystem(**kwargs), uri.split("://", 1)[1]
+        return pyarrow_s3_filesystem(options or StorageOptions.from_env()), uri.split("://", 1)[1]
     fs, path = filesystem(uri, options)
     return pafs.PyFileSystem(pafs.FSSpecHandler(fs)), path
 

@@ -47,6 +47,7 @@ __all__ = [
 ]
 
 STATE_FILE = "state.pt"
+COMMIT_TIMEOUT_S = 600.0  # a report is committed within one controller poll (seconds); never hang on it
 MAX_ROW_BLOCKS = 1024
 
 
@@ -193,16 +194,23 @@ def restore_state(state: TrainState, base_lrs: list[float]) -> TrainState:
 
 
 def report_epoch(metrics: dict[str, Any], rank: int, state: TrainState, epoch: int) -> None:
-    """All ranks report (a barrier); rank 0 attaches the checkpoint of this epoch."""
+    """All ranks report (a barrier); rank 0 attaches the checkpoint of this epoch.
+
+    Then every rank waits until Ray Train has committed the report: the controller collects the
+    ranks' reports only when it next polls them, and a worker killed before that poll (SIGKILL,
+    OOM, a lost node) would take this epoch's checkpoint with it: the restarted worker group
+    would resume from the checkpoint before (or from scratch after the first epoch)."""
     import ray.train
 
     if rank != 0:
         ray.train.report(metrics)
-        return
-    with tempfile.TemporaryDirectory(prefix="train-ckpt-", ignore_cleanup_errors=True) as folder:
-        save_train_state(folder, unwrap(state.model), state.optimizer, state.scheduler, state.scaler, epoch,
-                         state.history)  # fmt: skip
-        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
+    else:
+        with tempfile.TemporaryDirectory(prefix="train-ckpt-", ignore_cleanup_errors=True) as folder:
+            save_train_state(folder, unwrap(state.model), state.optimizer, state.scheduler, state.scaler, epoch,
+                             state.history)  # fmt: skip
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
+    ray.train.get_all_reported_checkpoints(consistency_mode=ray.train.CheckpointConsistencyMode.COMMITTED,
+                                           timeout_s=COMMIT_TIMEOUT_S)  # fmt: skip
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:

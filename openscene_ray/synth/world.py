@@ -53,7 +53,7 @@ class SynthConfig(StrictModel):
     point_color_noise: float = Field(4.0, ge=0)  # std of per-point colour noise, 0..255 units
     image_noise: float = Field(3.0, ge=0)  # std of per-pixel colour noise, 0..255 units
     depth_noise: float = Field(0.0, ge=0, le=0.1)  # relative std of multiplicative depth noise
-    val_fraction: float = Field(1.0, ge=0, le=1)  # the last round(n*f) scenes are "val", others "train"
+    val_fraction: float = Field(0.5, ge=0, le=1)  # the last round(n*f) scenes are "val", others "train"
     # Per-view instance/part maps and SAM-like mask hierarchies (``openscene-ray hierarchy``); off
     # by default, when the world's files are exactly those written without this option.
     hierarchy: SynthMasksConfig | None = None
