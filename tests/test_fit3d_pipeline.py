@@ -122,6 +122,24 @@ def test_probe_scores_original_fine_tuned_and_concatenated(tuned, synthetic_worl
     assert set(saved["variants"]) == {"original", "fine_tuned", "concat"}
 
 
+def test_a_bad_scene_becomes_a_failed_row_naming_it(synthetic_world, tmp_path):
+    import dataclasses
+
+    import pyarrow as pa
+
+    from openscene_ray.fit3d.lift.job import LiftActor
+
+    good = synthetic_world.records[0]
+    bad = dataclasses.replace(synthetic_world.records[1], points_uri=str(tmp_path / "missing.parquet"))
+    config = _lift(synthetic_world, str(tmp_path / "lifted"), "points")
+    actor = LiftActor(config, use_gpu=False)
+    rows = actor(pa.Table.from_pylist([good.to_row(), bad.to_row()]))
+    assert rows["status"] == ["done", "failed"]
+    assert bad.scene_id in rows["error"][1] and "missing.parquet" in rows["error"][1]
+    assert (tmp_path / "lifted" / "scenes" / f"{good.scene_id}.json").exists()
+    assert not (tmp_path / "lifted" / "scenes" / f"{bad.scene_id}.json").exists()
+
+
 def test_shipped_configs_validate():
     from openscene_ray.fit3d.finetune.config import FinetuneConfig
     from openscene_ray.fit3d.lift.config import LiftConfig

@@ -155,10 +155,6 @@ class Backbone(nn.Module):
             x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
         return (x - self.mean) / self.std
 
-    def normalize(self, pixels: torch.Tensor) -> torch.Tensor:
-        """Float ``[B, 3, h, w]`` pixels in [0, 1] (already at an input size) -> the network's input."""
-        return (pixels.to(self.mean.device) - self.mean) / self.std
-
     def features(self, images: torch.Tensor) -> torch.Tensor:
         """``forward(preprocess(images))``: ``[B, D, h, w]``."""
         return self(self.preprocess(images))

@@ -40,3 +40,4 @@ class FinetuneConfig(TrainRunConfig):
     rounds_per_epoch: int = Field(1, ge=1, description="checkpoints per epoch: each round is reported and checkpointed")
     seed: int = 42
     scene_cache: int = Field(2, ge=1, description="lifted scenes kept in memory per worker")
+    amp: Literal[False] = Field(False, description="FiT3D fine-tunes in fp32: no mixed precision")
