@@ -114,9 +114,13 @@ def test_probe_scores_original_fine_tuned_and_concatenated(tuned, synthetic_worl
     print(summary.table())
     v = summary.variants
     assert [v[k]["feature_dim"] for k in ("original", "fine_tuned", "concat")] == [48, 48, 96]
-    # Measured: multi-view cosine 0.836 -> 0.867 after fine-tuning (held-out rooms); mIoU 7-10 % for
-    # every variant (a random-init backbone on 20 classes).
-    assert v["fine_tuned"]["consistency"] > v["original"]["consistency"] + 0.01
+    # Measured: multi-view cosine 0.838 -> 0.868 after fine-tuning (held-out rooms) while the same
+    # pixels paired at random move 0.412 -> 0.420 (no collapse); mIoU 7-10 % for every variant (a
+    # random-init backbone on 20 classes).
+    gain = v["fine_tuned"]["consistency"] - v["original"]["consistency"]
+    gain_shuffled = v["fine_tuned"]["consistency_shuffled"] - v["original"]["consistency_shuffled"]
+    assert gain > 0.01 and gain > gain_shuffled + 0.01
+    assert all(v[k]["consistency_shuffled"] < v[k]["consistency"] - 0.3 for k in v)
     assert all(v[k]["miou"] > 0.04 for k in v)
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert set(saved["variants"]) == {"original", "fine_tuned", "concat"}

@@ -290,3 +290,13 @@ def test_scene_files_round_trip(tmp_path):
     (tmp_path / "bad.safetensors").write_bytes(b"not a file")
     with pytest.raises(ValueError, match="bad.safetensors"):
         load_representation(str(tmp_path / "bad.safetensors"))
+
+
+def test_features_at_pixels_equal_the_bilinearly_upsampled_map():
+    from openscene_ray.fit3d.consistency import sample_features
+    from openscene_ray.fit3d.views import upsample
+
+    tokens = torch.from_numpy(np.random.default_rng(5).normal(size=(6, 5, 7)))
+    pixels = torch.tensor([0, 17, 40 * 30 - 1, 40 * 12 + 33])
+    dense = upsample(tokens, 30, 40).reshape(6, -1)
+    assert torch.allclose(sample_features(tokens, pixels, 40, 30), dense[:, pixels].T, atol=1e-9)

@@ -4,7 +4,9 @@ Two views of a scene see the same 3D point at two pixels: the fusion stage's vis
 (:func:`openscene_ray.fusion.core.visible_points`: projection, cut bound and the relative depth test
 against each view's depth map) gives, for every pair of views, the points both see and their
 pixels. A backbone is consistent when its features at the two pixels agree: the score is the mean
-cosine similarity over all such pixel pairs. Features are read at the pixels from the token grid by
+cosine similarity over all such pixel pairs. Its baseline is the same pixels paired at random
+(each pixel of one view with the pixel of another point in the other view): features that only
+grew more alike everywhere raise both. Features are read at the pixels from the token grid by
 bilinear interpolation, which equals upsampling the map to the view's size
 (``align_corners=False``) and reading the pixel.
 """
@@ -50,12 +52,12 @@ def pair_cosine(tokens_a, tokens_b, pix_a, pix_b, a: View, b: View) -> torch.Ten
 
 
 def scene_consistency(xyz: np.ndarray, views: Sequence[View], tokens: Sequence[torch.Tensor], params: FusionParams,
-                      max_pairs: int = 2000, seed: int = 0) -> tuple[float, int]:  # fmt: skip
-    """``(sum of cosines, number of pixel pairs)`` over every pair of views of one scene, at most
-    ``max_pairs`` seeded pixel pairs per view pair."""
+                      max_pairs: int = 2000, seed: int = 0) -> tuple[float, float, int]:  # fmt: skip
+    """``(sum of cosines, sum of shuffled-pair cosines, number of pixel pairs)`` over every pair of
+    views of one scene, at most ``max_pairs`` seeded pixel pairs per view pair."""
     xyz_t = torch.as_tensor(np.asarray(xyz, np.float64))
     rng = np.random.default_rng(seed)
-    total, count = 0.0, 0
+    total, shuffled, count = 0.0, 0.0, 0
     for i, j in combinations(range(len(views)), 2):
         pix_a, pix_b = correspondences(xyz_t, views[i], views[j], params)
         if pix_a.numel() == 0:
@@ -64,6 +66,8 @@ def scene_consistency(xyz: np.ndarray, views: Sequence[View], tokens: Sequence[t
             keep = torch.from_numpy(np.sort(rng.choice(pix_a.numel(), max_pairs, replace=False)))
             pix_a, pix_b = pix_a[keep], pix_b[keep]
         cosine = pair_cosine(tokens[i], tokens[j], pix_a, pix_b, views[i], views[j])
+        permuted = pix_b[torch.from_numpy(rng.permutation(pix_b.numel()))]
+        shuffled += float(pair_cosine(tokens[i], tokens[j], pix_a, permuted, views[i], views[j]).sum())
         total += float(cosine.sum())
         count += int(cosine.numel())
-    return total, count
+    return total, shuffled, count

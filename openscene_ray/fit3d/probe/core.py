@@ -157,13 +157,14 @@ def _tokens(backbone, scenes) -> list[list[torch.Tensor]]:
     return [[t.cpu() for t in backbone_tokens(backbone, [v.color for v in scene.views])] for _, scene in scenes]
 
 
-def _consistency(config: ProbeConfig, scenes, tokens) -> tuple[float, int]:
-    total, count = 0.0, 0
+def _consistency(config: ProbeConfig, scenes, tokens) -> tuple[float, float, int]:
+    total, shuffled, count = 0.0, 0.0, 0
     for (record, scene), scene_tokens in zip(scenes, tokens):
         params = FusionParams(record.cut_bound, record.visibility_threshold)
-        part, n = scene_consistency(scene.xyz, scene.views, scene_tokens, params, config.consistency_pairs)
-        total, count = total + part, count + n
-    return total, count
+        part, part_shuffled, n = scene_consistency(scene.xyz, scene.views, scene_tokens, params,
+                                                   config.consistency_pairs)  # fmt: skip
+        total, shuffled, count = total + part, shuffled + part_shuffled, count + n
+    return total, shuffled, count
 
 
 def probe_variant(config: ProbeConfig, backbone_config: BackboneConfig, data: ProbeData, device) -> dict[str, Any]:
@@ -173,7 +174,7 @@ def probe_variant(config: ProbeConfig, backbone_config: BackboneConfig, data: Pr
     started = time.perf_counter()
     backbone = build_backbone(backbone_config).to(device).eval().requires_grad_(False)
     train_tokens, eval_tokens = _tokens(backbone, data.train), _tokens(backbone, data.eval)
-    total, count = _consistency(config, data.eval, eval_tokens) if config.consistency_pairs else (0.0, 0)
+    total, shuffled, count = _consistency(config, data.eval, eval_tokens) if config.consistency_pairs else (0, 0, 0)
     scale, k = config.probe.label_scale, data.num_classes
     train_labels = [_labels(v, k, scale) for _, scene in data.train for v in scene.views]
     eval_labels = [_labels(v, k, scale) for _, scene in data.eval for v in scene.views]
@@ -183,6 +184,7 @@ def probe_variant(config: ProbeConfig, backbone_config: BackboneConfig, data: Pr
     metrics = compute_metrics(counts.confusion, counts.unknown, openscene_compat=config.openscene_compat)
     return {"backbone": backbone.name, "feature_dim": backbone.feature_dim, "miou": metrics["miou"],
             "macc": metrics["macc"], "oacc": metrics["oacc"], "consistency": total / count if count else None,
-            "consistency_pairs": count, "final_loss": float(np.mean(losses[-20:])),
+            "consistency_shuffled": shuffled / count if count else None, "consistency_pairs": count,
+            "final_loss": float(np.mean(losses[-20:])),
             "train_views": len(flat_train), "eval_views": len(eval_labels),
             "seconds": round(time.perf_counter() - started, 2)}  # fmt: skip

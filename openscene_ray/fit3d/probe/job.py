@@ -32,11 +32,12 @@ class ProbeSummary:
         return {"output": self.output, "variants": self.variants, "seconds": round(self.seconds, 2)}
 
     def table(self) -> str:
-        lines = ["| variant | backbone | dim | mIoU | mAcc | oAcc | multi-view cosine |", "|---|---|---|---|---|---|---|"]
+        lines = ["| variant | backbone | dim | mIoU | mAcc | oAcc | multi-view cosine | shuffled pairs |",
+                 "|---|---|---|---|---|---|---|---|"]  # fmt: skip
         for name, v in self.variants.items():
-            cosine = "-" if v["consistency"] is None else f"{v['consistency']:.4f}"
+            cosine, shuffled = ("-" if v[k] is None else f"{v[k]:.4f}" for k in ("consistency", "consistency_shuffled"))
             lines.append(f"| {name} | {v['backbone']} | {v['feature_dim']} | {100 * v['miou']:.1f} | "
-                         f"{100 * v['macc']:.1f} | {100 * v['oacc']:.1f} | {cosine} |")  # fmt: skip
+                         f"{100 * v['macc']:.1f} | {100 * v['oacc']:.1f} | {cosine} | {shuffled} |")  # fmt: skip
         return "\n".join(lines) + "\n"
 
 
