@@ -36,6 +36,9 @@ class Extractor(Protocol):
         ...
 
 
+_FIT3D_BACKBONES = ("dinov2_small", "dinov2_base", "dinov2_reg_small", "clip_base", "mae_base", "deit3_base")
+_FIT3D_BACKBONE_EXTRACTORS = (*_FIT3D_BACKBONES, *(f"{name}-fit3d" for name in _FIT3D_BACKBONES))
+
 # Built-ins are imported on first use so that TensorFlow and open_clip load only when asked for;
 # ``package.module:factory`` names load a user's own extractor (importable on the workers).
 EXTRACTORS: Registry[Callable[..., Extractor]] = Registry(
@@ -46,6 +49,8 @@ EXTRACTORS: Registry[Callable[..., Extractor]] = Registry(
         "openseg": "openscene_ray.extractors.openseg",
         "clip-dense": "openscene_ray.extractors.clip_dense",
         "lseg": "openscene_ray.extractors.lseg",
+        # FiT3D's 2D backbones, original and fine-tuned (openscene_ray.models.backbones)
+        **{name: "openscene_ray.extractors.backbone" for name in _FIT3D_BACKBONE_EXTRACTORS},
     },
     plugins=True,
 )

@@ -63,6 +63,17 @@ for _arch, _dim, _patch, _size in (
     _add(ModelSpec(_arch, _dim, _patch, _size, CLIP_MEAN, CLIP_STD, text_arch=_arch))
 _add(ModelSpec("openseg", 768, None, 640, None, None, text_arch="ViT-L-14-336"))
 _add(ModelSpec("lseg-vitl16-384", 512, 16, 384, HALF, HALF, text_arch="ViT-B-32"))
+# FiT3D's 2D backbones (seed-systems facts §2.1): the last block's normed patch tokens; every one
+# is fed ImageNet-normalised images (CLIP included), resized to a multiple of its patch.
+for _name, _dim, _patch, _size in (
+    ("dinov2_small", 384, 14, 518),
+    ("dinov2_base", 768, 14, 518),
+    ("dinov2_reg_small", 384, 14, 518),
+    ("clip_base", 768, 16, 384),
+    ("mae_base", 768, 16, 224),
+    ("deit3_base", 768, 16, 224),
+):
+    _add(ModelSpec(_name, _dim, _patch, _size, IMAGENET_MEAN, IMAGENET_STD, text_arch=None))
 
 DEFAULT_CLIP_ARCH = MODEL_SPECS.get("openseg").text_arch  # OpenScene's main text space
 
