@@ -251,3 +251,22 @@ def test_safetensors_export_round_trip(tmp_path, tiny_net):
     (tmp_path / "model" / "model.safetensors").write_bytes(b"corrupt")
     with pytest.raises(LSegCheckpointError, match="do not match the digest"):
         load_lseg(uri)
+
+
+def test_a_tampered_export_document_is_an_error_naming_the_file(tmp_path, tiny_net):
+    import json
+
+    uri = save_lseg_export(str(tmp_path / "model"), tiny_net, LSegInfo(text_encoder="synthetic"))
+    document_path = tmp_path / "model" / "checkpoint.json"
+    document = json.loads(document_path.read_text())
+    document["weights"]["name"] = "../evil.safetensors"  # never read outside the folder
+    document_path.write_text(json.dumps(document))
+    with pytest.raises(LSegCheckpointError, match=r"checkpoint.json: names weights '../evil.safetensors'"):
+        load_lseg(uri)
+    del document["info"]
+    document_path.write_text(json.dumps(document))
+    with pytest.raises(LSegCheckpointError, match=r"checkpoint.json: malformed .*info"):
+        read_lseg_export(uri)
+    document_path.write_text("[]")
+    with pytest.raises(LSegCheckpointError, match="checkpoint.json: expected a JSON object, got list"):
+        read_lseg_export(uri)
