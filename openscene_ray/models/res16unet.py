@@ -25,7 +25,7 @@ from torch import nn
 
 from openscene_ray.models.minkunet import _NATIVE, MinkUNet, MinkUNetConfig
 
-__all__ = ["Res16UNet", "Res16UNetConfig", "build_res16unet"]
+__all__ = ["Res16UNet", "Res16UNetConfig"]
 
 
 class Res16UNetConfig(MinkUNetConfig):
@@ -70,7 +70,3 @@ class Res16UNet(MinkUNet):
         out = super().forward(coords, feats, batch_size)
         return F.normalize(out, dim=1) if self.config.normalize else out
 
-
-def build_res16unet(config: Res16UNetConfig | None = None) -> Res16UNet:
-    """A freshly initialised Res16UNet (Res16UNet34C with a 768-d head by default)."""
-    return Res16UNet(config or Res16UNetConfig())
