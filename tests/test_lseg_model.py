@@ -211,6 +211,21 @@ def test_unknown_globals_are_named():
         load_torch_checkpoint(b"\x80\x02}q\x00.")
 
 
+def test_a_checkpoint_missing_a_tensor_storage_is_an_error_naming_it():
+    import pickle
+    import zipfile
+
+    buffer = io.BytesIO()
+    torch.save({"state_dict": {"w": torch.ones(3)}}, buffer)
+    trimmed = io.BytesIO()
+    with zipfile.ZipFile(buffer) as full, zipfile.ZipFile(trimmed, "w") as out:
+        for item in full.infolist():
+            if "/data/" not in item.filename:  # drop the tensor's storage
+                out.writestr(item, full.read(item))
+    with pytest.raises(pickle.UnpicklingError, match=r"model.ckpt: a tensor's data is not in the archive"):
+        load_torch_checkpoint(trimmed.getvalue(), source="model.ckpt")
+
+
 def test_lightning_checkpoint_loads_strictly_into_its_configuration(tmp_path, monkeypatch):
     """A tiny configuration with a (small) CLIP tower stands in for lseg-vitl16-384 + ViT-B/32."""
     config = LSegConfig.model_validate(TINY.model_dump() | {"name": "test-lseg-tiny-clip", "clip_arch": "ViT-S-32",
