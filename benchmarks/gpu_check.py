@@ -199,32 +199,50 @@ def check_lseg(device: torch.device, size: dict) -> dict[str, Any]:
 
 
 def _ddp_loop(config: dict[str, Any]) -> dict[str, Any]:
+    import ray.train
     import ray.train.torch
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
 
-    model = ray.train.torch.prepare_model(torch.nn.Linear(8, 8))
+    model = ray.train.torch.prepare_model(torch.nn.Linear(8, 8))  # moves it to the worker's device
     device = ray.train.torch.get_device()
-    model(torch.ones(4, 8, device=device)).sum().backward()  # DDP all-reduces the gradients here
-    grad = float(sum(p.grad.norm() for p in model.parameters()))
-    return {"grad_norm": grad, "device": str(device), "ddp": type(model).__name__}
+    # prepare_model wraps in DDP only when world_size > 1; wrap it here so one worker still runs DDP's
+    # gradient all-reduce through the process group Ray Train set up
+    wrapped_by_ray = isinstance(model, DistributedDataParallel)
+    if not wrapped_by_ray:
+        model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    rank, world = ray.train.get_context().get_world_rank(), ray.train.get_context().get_world_size()
+    # rank r feeds 4 rows of (r + 1): its own dL/dW and dL/db are 4 (r + 1) everywhere, so DDP's
+    # averaged gradient is 4 * mean(r + 1) = 2 (world + 1), which only the all-reduce produces
+    model(torch.full((4, 8), rank + 1.0, device=device)).sum().backward()
+    expected = 2.0 * (world + 1)
+    grad_error = max(float((p.grad - expected).abs().max()) for p in model.parameters())
+    ranks = torch.tensor([rank + 1.0], device=device)
+    dist.all_reduce(ranks)  # a direct collective on the worker's device: the sum of 1..world
+    return {"backend": dist.get_backend(), "world_size": world, "device": str(device), "ddp": type(model).__name__,
+            "wrapped_by_ray": wrapped_by_ray, "grad_expected": expected, "grad_max_error": grad_error,
+            "all_reduce_sum": float(ranks.item()), "all_reduce_expected": world * (world + 1) / 2}  # fmt: skip
 
 
 def check_ddp(device: torch.device, size: dict) -> dict[str, Any]:
-    """One DDP step on one worker through Ray Train (NCCL on CUDA, gloo on the CPU)."""
+    """One DDP step on one worker through Ray Train (NCCL on CUDA, gloo on the CPU): the process
+    group's backend, a DDP-averaged gradient with a known value and a direct all-reduce."""
     import ray
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
     use_gpu = device.type == "cuda"
+    backend = "nccl" if use_gpu else "gloo"
     with tempfile.TemporaryDirectory() as folder:
         ray.init(address="local", num_cpus=2, num_gpus=1 if use_gpu else 0, include_dashboard=False)
         try:
             trainer = TorchTrainer(_ddp_loop, scaling_config=ScalingConfig(num_workers=1, use_gpu=use_gpu),
-                                   torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
+                                   torch_config=TorchConfig(backend=backend),
                                    run_config=RunConfig(name="gpu-check", storage_path=folder))  # fmt: skip
             result, seconds = _timed(trainer.fit, torch.device("cpu"))
         finally:
             ray.shutdown()
-    return {"backend": "nccl" if use_gpu else "gloo", **(result.return_value or {}), "fit_s": round(seconds, 1)}
+    return {"expected_backend": backend, **(result.return_value or {}), "fit_s": round(seconds, 1)}
 
 
 CHECKS: dict[str, Callable[[torch.device, dict], dict[str, Any]]] = {

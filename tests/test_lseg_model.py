@@ -211,6 +211,21 @@ def test_unknown_globals_are_named():
         load_torch_checkpoint(b"\x80\x02}q\x00.")
 
 
+def test_a_checkpoint_missing_a_tensor_storage_is_an_error_naming_it():
+    import pickle
+    import zipfile
+
+    buffer = io.BytesIO()
+    torch.save({"state_dict": {"w": torch.ones(3)}}, buffer)
+    trimmed = io.BytesIO()
+    with zipfile.ZipFile(buffer) as full, zipfile.ZipFile(trimmed, "w") as out:
+        for item in full.infolist():
+            if "/data/" not in item.filename:  # drop the tensor's storage
+                out.writestr(item, full.read(item))
+    with pytest.raises(pickle.UnpicklingError, match=r"model.ckpt: a tensor's data is not in the archive"):
+        load_torch_checkpoint(trimmed.getvalue(), source="model.ckpt")
+
+
 def test_lightning_checkpoint_loads_strictly_into_its_configuration(tmp_path, monkeypatch):
     """A tiny configuration with a (small) CLIP tower stands in for lseg-vitl16-384 + ViT-B/32."""
     config = LSegConfig.model_validate(TINY.model_dump() | {"name": "test-lseg-tiny-clip", "clip_arch": "ViT-S-32",
@@ -251,3 +266,22 @@ def test_safetensors_export_round_trip(tmp_path, tiny_net):
     (tmp_path / "model" / "model.safetensors").write_bytes(b"corrupt")
     with pytest.raises(LSegCheckpointError, match="do not match the digest"):
         load_lseg(uri)
+
+
+def test_a_tampered_export_document_is_an_error_naming_the_file(tmp_path, tiny_net):
+    import json
+
+    uri = save_lseg_export(str(tmp_path / "model"), tiny_net, LSegInfo(text_encoder="synthetic"))
+    document_path = tmp_path / "model" / "checkpoint.json"
+    document = json.loads(document_path.read_text())
+    document["weights"]["name"] = "../evil.safetensors"  # never read outside the folder
+    document_path.write_text(json.dumps(document))
+    with pytest.raises(LSegCheckpointError, match=r"checkpoint.json: names weights '../evil.safetensors'"):
+        load_lseg(uri)
+    del document["info"]
+    document_path.write_text(json.dumps(document))
+    with pytest.raises(LSegCheckpointError, match=r"checkpoint.json: malformed .*info"):
+        read_lseg_export(uri)
+    document_path.write_text("[]")
+    with pytest.raises(LSegCheckpointError, match="checkpoint.json: expected a JSON object, got list"):
+        read_lseg_export(uri)

@@ -54,3 +54,16 @@ def test_missing_and_corrupt_view_files_name_the_file(tmp_path):
     storage.write_bytes(record.views[0].color_uri, b"\xff\xd8 truncated jpeg")
     with pytest.raises(SceneError, match=r"view 0: .*color/0.png: cannot decode image"):
         mf.load_view(record, record.views[0])
+
+
+def test_select_records_keeps_manifest_order_and_names_unknown_ids(tmp_path):
+    from dataclasses import replace
+
+    from openscene_ray.kernel.errors import InputError
+
+    record, *_ = _write_scene(str(tmp_path))
+    records = [replace(record, scene_id=s) for s in ("a", "b", "c")]
+    assert mf.select_records(records, None, "m.parquet") == records
+    assert [r.scene_id for r in mf.select_records(records, ["c", "a"], "m.parquet")] == ["a", "c"]
+    with pytest.raises(InputError, match=r"scenes not in the manifest m.parquet: \['x', 'y'\]"):
+        mf.select_records(records, ["y", "a", "x"], "m.parquet")

@@ -11,9 +11,10 @@ import torch
 
 from openscene_ray.evaluation.config import EvaluateConfig
 from openscene_ray.evaluation.job import EvalActor
-from openscene_ray.evaluation.labels import afi_labels, pseudo_labels
+from openscene_ray.evaluation.labels import Classifier, afi_labels, pseudo_labels
 from openscene_ray.evaluation.metrics import EvalCounts
 from openscene_ray.kernel.config import ConfigError, load_config
+from openscene_ray.kernel.errors import InputError
 from openscene_ray.kernel.manifest import load_points, load_scene
 from openscene_ray.models import (
     CheckpointMetadata,
@@ -53,9 +54,9 @@ def lifted(synthetic_world, tmp_path_factory):
     return segments, out
 
 
-def _checkpoint(path, head: str, segments: str | None = None) -> str:
+def _checkpoint(path, head: str, segments: str | None = None, out: int | None = None) -> str:
     torch.manual_seed(0)
-    out = 20 if head == "classes" else 32
+    out = out or (20 if head == "classes" else 32)
     config = Res16UNetConfig(out_channels=out, normalize=head == "features", **TINY)
     extra = {"grid": GRID.model_dump(), "head": head}
     if segments:
@@ -85,8 +86,6 @@ def test_pseudo_classify_and_afi_rows_equal_the_direct_computation(synthetic_wor
     assert config.reported_modes() == ["pseudo", "classify", "pseudo+afi", "classify+afi"]
     val = [r for r in synthetic_world.records if r.split == "val"]
     totals = _rows(config, val)
-    from openscene_ray.evaluation.labels import Classifier
-
     classifier = Classifier(checkpoint, "scannet20", torch.device("cpu"))
     expected = {m: EvalCounts.zeros(20) for m in config.reported_modes()}
     for record in val:
@@ -114,6 +113,9 @@ def test_a_tmp_export_is_scored_zero_shot_through_the_dictionary(synthetic_world
     assert totals["classify"].confusion.sum() + totals["classify"].unknown.sum() <= len(xyz)
     with pytest.raises(Exception, match="not an SSOV network"):
         EvalActor(config.model_copy(update={"checkpoint": _bare(tmp_path)}), use_gpu=False)
+    narrow = _checkpoint(tmp_path / "narrow", "features", segments, out=16)  # the vocabulary's text is 32-d
+    with pytest.raises(InputError, match=r"narrow: 16-d features but the vocabulary in .*segments has 32-d"):
+        Classifier(narrow, "scannet20", torch.device("cpu"))
 
 
 def _bare(tmp_path) -> str:

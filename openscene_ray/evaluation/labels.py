@@ -45,18 +45,18 @@ class Classifier:
     def __init__(self, uri: str, label_set: str, device: torch.device):
         from openscene_ray.models.checkpoint import load_checkpoint
 
-        self.model, _, metadata = load_checkpoint(uri, device)
+        self.model, config, metadata = load_checkpoint(uri, device)
         self.grid = grid_from_metadata(metadata.extra, metadata.voxel_size)
         self.head = metadata.extra.get("head")
         if metadata.label_set != label_set:
             raise InputError(f"checkpoint {uri} predicts {metadata.label_set!r} classes, evaluated as {label_set!r}")
         if self.head == "features":
-            self._zero_shot(uri, metadata.extra)
+            self._zero_shot(uri, metadata.extra, config.out_channels)
         elif self.head != "classes":
             raise InputError(f"checkpoint {uri} is not an SSOV network (extra.head {self.head!r}); classify mode "
                              "runs train-free and pretrain exports")  # fmt: skip
 
-    def _zero_shot(self, uri: str, extra: dict) -> None:
+    def _zero_shot(self, uri: str, extra: dict, feature_dim: int) -> None:
         from openscene_ray.ssov.dictionary import load_dictionary
         from openscene_ray.ssov.store import read_vocabulary
 
@@ -64,6 +64,9 @@ class Classifier:
             vocabulary, dictionary = read_vocabulary(extra["segments"]), load_dictionary(extra["dictionary_spec"])
         except KeyError as exc:
             raise InputError(f"checkpoint {uri}: a TMP export needs extra.{exc.args[0]} for zero-shot scoring") from None
+        if vocabulary.embeddings.shape[1] != feature_dim:
+            raise InputError(f"checkpoint {uri}: {feature_dim}-d features but the vocabulary in {extra['segments']} "
+                             f"has {vocabulary.embeddings.shape[1]}-d text embeddings")  # fmt: skip
         text = torch.from_numpy(vocabulary.embeddings)
         self.text = (text / text.norm(dim=1, keepdim=True).clamp_min(1e-12)).to(next(self.model.parameters()).device)
         self.phrase_class = np.where(dictionary.phrase_class == IGNORE_LABEL, UNKNOWN_LABEL, dictionary.phrase_class)

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from openscene_ray.extractors.base import register_extractor
 from openscene_ray.kernel.scene import View
 from openscene_ray.kernel.text import build_text_encoder, text_model_spec
-from openscene_ray.models.lseg import INPUT_MULTIPLE, LSegNet, normalize_images
+from openscene_ray.models.lseg import INPUT_MULTIPLE, LSegNet, build_lseg, normalize_images
 
 __all__ = ["LSegExtractor", "lseg_features", "recipe_input"]
 
@@ -145,8 +145,6 @@ def _same_size_runs(images: list[np.ndarray]) -> list[list[np.ndarray]]:
 
 def _random_net(checkpoint: str | None, config: str | None, seed: int):
     """A randomly initialised network of ``config`` and its (unaligned) text side."""
-    from openscene_ray.models.lseg import build_lseg
-
     if checkpoint is not None or config is None:
         raise ValueError("lseg: random_init=True needs a config name and no checkpoint")
     with torch.random.fork_rng(devices=[]):

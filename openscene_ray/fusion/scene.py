@@ -14,14 +14,13 @@ import pyarrow as pa
 from openscene_ray.fusion.config import ExtractorConfig, FuseConfig, FusionSettings
 from openscene_ray.fusion.core import FusionParams, fuse_views
 from openscene_ray.kernel import storage
-from openscene_ray.kernel.errors import InputError
 from openscene_ray.kernel.features import (
     index_row_uri,
     read_metadata,
     shard_uri,
     write_features,
 )
-from openscene_ray.kernel.manifest import SceneRecord
+from openscene_ray.kernel.manifest import SceneRecord, select_records
 
 __all__ = [
     "INDEX_COLUMNS",
@@ -155,12 +154,7 @@ def shard_is_complete(
 
 def plan_scenes(config: FuseConfig, records: list[SceneRecord]) -> tuple[list[SceneRecord], list[str]]:
     """``(scenes to process, scene ids skipped as already complete)``."""
-    if config.scenes is not None:
-        wanted = set(config.scenes)
-        unknown = wanted - {r.scene_id for r in records}
-        if unknown:
-            raise InputError(f"scenes not in the manifest {config.manifest}: {sorted(unknown)}")
-        records = [r for r in records if r.scene_id in wanted]
+    records = select_records(records, config.scenes, config.manifest)
     if config.overwrite:
         return records, []
     todo, skipped = [], []

@@ -29,8 +29,7 @@ from PIL import Image
 from openscene_ray.hierarchy.config import HierarchyConfig
 from openscene_ray.hierarchy.scene import SceneResult
 from openscene_ray.kernel import images, storage
-from openscene_ray.kernel.errors import InputError
-from openscene_ray.kernel.manifest import SceneRecord
+from openscene_ray.kernel.manifest import SceneRecord, select_records
 from openscene_ray.kernel.ply import write_ply
 from openscene_ray.kernel.visual import label_colors
 
@@ -161,11 +160,7 @@ def write_scene(output: str, record: SceneRecord, result: SceneResult, config: H
 
 def plan_scenes(config: HierarchyConfig, records: list[SceneRecord]) -> tuple[list[SceneRecord], list[str]]:
     """``(scenes to process, scene ids already complete with this config)``."""
-    if config.scenes is not None:
-        unknown = set(config.scenes) - {r.scene_id for r in records}
-        if unknown:
-            raise InputError(f"scenes not in the manifest {config.manifest}: {sorted(unknown)}")
-        records = [r for r in records if r.scene_id in set(config.scenes)]
+    records = select_records(records, config.scenes, config.manifest)
     todo, skipped = [], []
     for record in records:
         summary = None if config.overwrite else read_summary(config.output, record.scene_id)

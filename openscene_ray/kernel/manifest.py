@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 
 from openscene_ray.kernel import images, storage
-from openscene_ray.kernel.errors import OpenSceneError
+from openscene_ray.kernel.errors import InputError, OpenSceneError
 from openscene_ray.kernel.scene import IGNORE_LABEL, Scene, SceneError, View
 
 __all__ = [
@@ -30,6 +30,7 @@ __all__ = [
     "load_view",
     "points_table",
     "read_manifest",
+    "select_records",
     "write_manifest",
 ]
 
@@ -205,6 +206,18 @@ def read_manifest(uri: str) -> list[SceneRecord]:
         more = f"\n  ... and {len(problems) - len(shown)} more" if len(problems) > len(shown) else ""
         raise ManifestError(f"{uri}: {len(problems)} problem(s):\n  " + "\n  ".join(shown) + more)
     return records
+
+
+def select_records(records: list[SceneRecord], scene_ids: list[str] | None, manifest: str) -> list[SceneRecord]:
+    """The records of ``scene_ids`` in manifest order (every record when None); an error names the ids
+    that the manifest at ``manifest`` lacks."""
+    if scene_ids is None:
+        return records
+    wanted = set(scene_ids)
+    unknown = wanted - {r.scene_id for r in records}
+    if unknown:
+        raise InputError(f"scenes not in the manifest {manifest}: {sorted(unknown)}")
+    return [r for r in records if r.scene_id in wanted]
 
 
 def _record_problems(records: list[SceneRecord]) -> list[str]:

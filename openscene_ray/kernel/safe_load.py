@@ -224,4 +224,8 @@ def load_torch_checkpoint(file: str | bytes, source: str | None = None, key: str
                 storages[storage.key] = torch.frombuffer(raw, dtype=storage.dtype) if raw else torch.empty(0, dtype=storage.dtype)
             return storages[storage.key]
 
-        return _materialize(obj, read)
+        try:
+            return _materialize(obj, read)
+        except (KeyError, RuntimeError, ValueError) as exc:  # a storage missing, short or out of bounds
+            raise pickle.UnpicklingError(f"{source}: a tensor's data is not in the archive ({type(exc).__name__}: "
+                                         f"{exc})") from None  # fmt: skip

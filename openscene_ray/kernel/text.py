@@ -27,6 +27,7 @@ __all__ = [
     "TEXT_ENCODERS",
     "SyntheticTextEncoder",
     "TextEncoder",
+    "TextEncoderConfig",
     "TextSpace",
     "TextSpaceConfig",
     "build_text_encoder",
@@ -107,12 +108,10 @@ def build_text_encoder(kind: str, **kwargs) -> TextEncoder:
 register_text_encoder("synthetic", SyntheticTextEncoder)
 
 
-class TextSpaceConfig(StrictModel):
-    """The label set's prompts and the text encoder that embeds them: the one shape of the text
-    config in every stage that scores features against text (``text:`` in distill, evaluate,
-    query and the viewer)."""
+class TextEncoderConfig(StrictModel):
+    """A text encoder and its options (``text:`` of the segment stage, which embeds a dictionary's
+    phrases); :class:`TextSpaceConfig` adds the label set."""
 
-    label_set: str = "scannet20"
     encoder: str = Field("open_clip", description="text encoder kind: open_clip, synthetic, ...")
     options: Options = Field(
         default_factory=lambda: {"arch": DEFAULT_CLIP_ARCH, "checkpoint": "openai"},
@@ -121,13 +120,6 @@ class TextSpaceConfig(StrictModel):
     on_mismatch: Literal["warn", "error"] = Field(
         "warn", description="when the features' text_model differs from this encoder's"
     )
-
-    @field_validator("label_set")
-    @classmethod
-    def _known_label_set(cls, name: str) -> str:
-        if name not in LABEL_SETS:
-            raise ValueError(str(LABEL_SETS.missing(name)))
-        return name
 
     @field_validator("encoder")
     @classmethod
@@ -139,6 +131,21 @@ class TextSpaceConfig(StrictModel):
     def spec(self) -> str:
         """This encoder's ``text_model`` string (see :func:`text_model_spec`)."""
         return text_model_spec(self.encoder, self.options)
+
+
+class TextSpaceConfig(TextEncoderConfig):
+    """The label set's prompts and the text encoder that embeds them: the one shape of the text
+    config in every stage that scores features against text (``text:`` in distill, evaluate,
+    query and the viewer)."""
+
+    label_set: str = "scannet20"
+
+    @field_validator("label_set")
+    @classmethod
+    def _known_label_set(cls, name: str) -> str:
+        if name not in LABEL_SETS:
+            raise ValueError(str(LABEL_SETS.missing(name)))
+        return name
 
 
 def check_text_model(found: str | None, config: TextSpaceConfig, what: str) -> str:

@@ -26,7 +26,7 @@ from safetensors.torch import save as save_safetensors
 from openscene_ray import __version__
 from openscene_ray.kernel import storage
 from openscene_ray.kernel.config import StrictModel
-from openscene_ray.kernel.errors import OpenSceneError
+from openscene_ray.kernel.errors import OpenSceneError, describe_error
 from openscene_ray.kernel.safe_load import load_torch_checkpoint
 from openscene_ray.kernel.text import text_model_spec
 from openscene_ray.models.lseg import LSegConfig, LSegNet, build_lseg, lseg_config
@@ -91,7 +91,8 @@ def is_lseg_export(uri: str) -> bool:
 
 
 def read_lseg_export(uri: str) -> tuple[LSegConfig, LSegInfo, dict[str, Any]]:
-    """``(config, info, weights entry)`` of an export folder, checked for format and version."""
+    """``(config, info, weights entry)`` of an export folder, checked for format and version; the
+    weights entry must name ``model.safetensors`` in the folder. Errors name the file."""
     config_uri = storage.join(uri, CONFIG_NAME)
     try:
         document = json.loads(storage.read_bytes(config_uri))
@@ -99,13 +100,21 @@ def read_lseg_export(uri: str) -> tuple[LSegConfig, LSegInfo, dict[str, Any]]:
         raise LSegCheckpointError(f"{uri}: no {CONFIG_NAME}; not an LSeg export (or the export did not finish)") from None
     except json.JSONDecodeError as exc:
         raise LSegCheckpointError(f"{config_uri}: not valid JSON ({exc})") from None
+    if not isinstance(document, dict):
+        raise LSegCheckpointError(f"{config_uri}: expected a JSON object, got {type(document).__name__}")
     if document.get("format") != FORMAT or document.get("format_version") != FORMAT_VERSION:
         raise LSegCheckpointError(
             f"{config_uri}: format {document.get('format')!r} version {document.get('format_version')!r}; "
             f"this code reads {FORMAT!r} version {FORMAT_VERSION}"
         )
-    config = LSegConfig.model_validate(document["model_config"])
-    return config, LSegInfo.model_validate(document["info"]), document["weights"]
+    try:
+        config, info = LSegConfig.model_validate(document["model_config"]), LSegInfo.model_validate(document["info"])
+        weights = {"name": str(document["weights"]["name"]), "sha256": str(document["weights"]["sha256"])}
+    except (KeyError, TypeError, ValueError) as exc:
+        raise LSegCheckpointError(f"{config_uri}: malformed ({describe_error(exc)})") from None
+    if weights["name"] != WEIGHTS_NAME:  # never follow a name out of the folder ("../x.pt")
+        raise LSegCheckpointError(f"{config_uri}: names weights {weights['name']!r}; expected {WEIGHTS_NAME!r}")
+    return config, info, weights
 
 
 def strip_lightning_prefix(state_dict: dict[str, torch.Tensor], source: str) -> dict[str, torch.Tensor]:
@@ -126,10 +135,14 @@ def _load_strict(net: LSegNet, state: dict[str, torch.Tensor], source: str) -> L
 
 def _load_export(uri: str) -> tuple[LSegNet, LSegInfo]:
     config, info, entry = read_lseg_export(uri)
-    weights = storage.read_bytes(storage.join(uri, entry["name"]))
+    weights = storage.read_bytes(storage.join(uri, WEIGHTS_NAME))
     if hashlib.sha256(weights).hexdigest() != entry["sha256"]:
         raise LSegCheckpointError(f"{uri}: the weights do not match the digest in {CONFIG_NAME} (mixed or corrupt export)")
-    return _load_strict(build_lseg(config), load_safetensors(weights), uri), info
+    try:
+        state = load_safetensors(weights)
+    except Exception as exc:  # noqa: BLE001 - safetensors raises its own types
+        raise LSegCheckpointError(f"{storage.join(uri, WEIGHTS_NAME)}: unreadable weights ({describe_error(exc)})") from None
+    return _load_strict(build_lseg(config), state, uri), info
 
 
 def _load_lightning(uri: str, config: LSegConfig, cache_dir: str) -> tuple[LSegNet, LSegInfo]:

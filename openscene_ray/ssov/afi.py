@@ -55,6 +55,8 @@ class AFIConfig(StrictModel):
 
 
 class AFIResult:
+    """AFI's output for one scene: the refined labels, the ground inliers and the changed fraction."""
+
     def __init__(self, labels: np.ndarray, ground: np.ndarray, changed: float):
         self.labels = labels  # int64 [N], UNKNOWN_LABEL where no evidence
         self.ground = ground  # bool [N]: the round-ground inliers

@@ -75,6 +75,8 @@ def _unit(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 @dataclass
 class Level:
+    """One level of the downsampled neighbourhood pyramid: centres and their pooled descriptors."""
+
     xyz: np.ndarray  # [C, 3] centres
     features: np.ndarray  # [C, F] pooled features
     share: np.ndarray  # [C, A] bin shares

@@ -46,6 +46,8 @@ __all__ = [
 
 @dataclass(frozen=True)
 class DictionaryGroup:
+    """Phrases that name one class of the label set (or an ignored group)."""
+
     name: str
     label: str | None  # a class name of the label set; None: ignored
     phrases: tuple[str, ...]
@@ -63,10 +65,12 @@ class Dictionary:
 
     @property
     def phrases(self) -> tuple[str, ...]:
+        """Every phrase, group by group (the vocabulary order)."""
         return tuple(p for g in self.groups for p in g.phrases)
 
     @property
     def size(self) -> int:
+        """The number of phrases."""
         return sum(len(g.phrases) for g in self.groups)
 
     @cached_property
@@ -90,6 +94,7 @@ class Dictionary:
         return [self.template.format(p) for p in self.phrases]
 
     def to_dict(self) -> dict:
+        """The dictionary as its YAML document (``name``, ``label_set``, ``template``, ``groups``)."""
         groups = []
         for g in self.groups:
             entry = {"name": g.name, "class": g.label, "phrases": list(g.phrases)}

@@ -40,15 +40,19 @@ __all__ = [
 
 
 def labels_uri(lifted: str, scene_id: str) -> str:
+    """``<lifted>/labels/<scene_id>.parquet``: one scene's per-point lifted labels."""
     return storage.join(lifted, "labels", f"{scene_id}.parquet")
 
 
 def pairs_uri(lifted: str, scene_id: str) -> str:
+    """``<lifted>/pairs/<scene_id>.parquet``: one scene's (view, point, superpixel) pairs."""
     return storage.join(lifted, "pairs", f"{scene_id}.parquet")
 
 
 @dataclass
 class LiftedLabels:
+    """One scene's lifted labels per point and the shard's metadata."""
+
     superpoint: np.ndarray  # int32 [N]
     vocab: np.ndarray  # int16 [N]
     label: np.ndarray  # int16 [N], 255 = none
@@ -71,6 +75,7 @@ def _decode(raw: dict) -> dict[str, Any]:
 
 
 def write_labels(uri: str, superpoint: np.ndarray, vocab: np.ndarray, label: np.ndarray, metadata: dict) -> int:
+    """Write one scene's lifted labels (metadata as JSON in the Parquet footer); returns the bytes written."""
     table = pa.table({
         "superpoint": pa.array(np.asarray(superpoint, np.int32)),
         "vocab": pa.array(np.asarray(vocab, np.int16)),
@@ -101,6 +106,7 @@ def read_labels_metadata(uri: str) -> dict[str, Any]:
 
 
 def write_pairs(uri: str, view: np.ndarray, point: np.ndarray, superpixel: np.ndarray, metadata: dict) -> int:
+    """Write one scene's point-superpixel pairs (metadata as JSON in the footer); returns the bytes written."""
     table = pa.table({
         "view": pa.array(np.asarray(view, np.int16)),
         "point": pa.array(np.asarray(point, np.int32)),

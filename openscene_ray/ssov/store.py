@@ -69,18 +69,22 @@ class Superpixels:
 
 @dataclass
 class Vocabulary:
+    """The segments' vocabulary: phrases, their text embeddings and ``vocabulary.json``."""
+
     phrases: tuple[str, ...]
     embeddings: np.ndarray  # float32 [V, D]
     metadata: dict[str, Any]
 
 
 def encode_npy(array: np.ndarray) -> bytes:
+    """``array`` as ``.npy`` bytes (no pickles)."""
     buffer = io.BytesIO()
     np.save(buffer, np.ascontiguousarray(array), allow_pickle=False)
     return buffer.getvalue()
 
 
 def decode_npy(data: bytes, source: str) -> np.ndarray:
+    """A ``.npy`` array read with ``allow_pickle=False``; errors name ``source``."""
     try:
         return np.load(io.BytesIO(data), allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
@@ -88,12 +92,14 @@ def decode_npy(data: bytes, source: str) -> np.ndarray:
 
 
 def frame_uri(segments: str, scene_id: str, frame_id: str, suffix: str) -> str:
+    """``<segments>/scenes/<scene_id>/<frame_id>.<suffix>``; an error for a frame id that cannot name a file."""
     if not frame_id or "/" in frame_id or frame_id.startswith("."):
         raise SegmentsError(f"scene {scene_id!r}: frame id {frame_id!r} cannot name a file")
     return storage.join(segments, "scenes", scene_id, f"{frame_id}.{suffix}")
 
 
 def scene_marker_uri(segments: str, scene_id: str) -> str:
+    """``<segments>/scenes/<scene_id>/scene.json``: the scene's completion marker."""
     return storage.join(segments, "scenes", scene_id, "scene.json")
 
 
@@ -200,6 +206,7 @@ def write_vocabulary(segments: str, phrases: list[str], embeddings: np.ndarray, 
 
 
 def read_vocabulary(segments: str) -> Vocabulary:
+    """The vocabulary written by :func:`write_vocabulary`; errors name the file."""
     uri = storage.join(segments, "vocabulary.json")
     try:
         document = json.loads(_read(uri).decode("utf-8"))

@@ -105,6 +105,8 @@ def training_rows(records: list[SceneRecord], lifted: str) -> list[dict[str, Any
 
 
 def split_records(config: SsovTrainConfig, records: list[SceneRecord]) -> list[SceneRecord]:
+    """The manifest's scenes of ``config.split``; an error when they are too few for the workers or
+    when any has no lifted labels (naming them)."""
     chosen = [r for r in records if r.split == config.split]
     if len(chosen) < config.workers:
         raise InputError(f"{config.manifest}: {len(chosen)} scene(s) of split {config.split!r} cannot feed "
@@ -144,6 +146,8 @@ class Objective(Protocol):
 
 @dataclass
 class EpochTotals:
+    """One epoch's running sums on a worker: loss, steps, voxels and the named loss parts."""
+
     loss: float = 0.0
     steps: int = 0
     voxels: int = 0

@@ -42,6 +42,8 @@ class LiftFrame:
 
 @dataclass
 class LiftResult:
+    """One scene's lift: per-point superpoint, phrase and class, and the point-superpixel pairs."""
+
     superpoint: np.ndarray  # int32 [N], -1 = no superpixel
     vocab: np.ndarray  # int16 [N], -1 = none
     label: np.ndarray  # int16 [N], 255 = none or ignored

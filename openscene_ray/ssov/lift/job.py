@@ -22,7 +22,7 @@ from typing import Any
 
 from openscene_ray.kernel import storage
 from openscene_ray.kernel.errors import InputError, scene_error
-from openscene_ray.kernel.manifest import SceneRecord, read_manifest
+from openscene_ray.kernel.manifest import SceneRecord, read_manifest, select_records
 from openscene_ray.kernel.ray_runtime import (
     configure_data_context,
     init_ray,
@@ -87,11 +87,7 @@ def _dictionary(config: LiftConfig) -> Dictionary:
 
 
 def _plan(config: LiftConfig, records: list[SceneRecord], dictionary: Dictionary):
-    if config.scenes is not None:
-        unknown = set(config.scenes) - {r.scene_id for r in records}
-        if unknown:
-            raise InputError(f"scenes not in the manifest {config.manifest}: {sorted(unknown)}")
-        records = [r for r in records if r.scene_id in set(config.scenes)]
+    records = select_records(records, config.scenes, config.manifest)
     if config.overwrite:
         return records, []
     todo, skipped = [], []

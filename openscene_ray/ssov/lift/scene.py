@@ -39,6 +39,7 @@ def fingerprint(marker: dict, dictionary: Dictionary, settings: LiftSettings, se
 
 
 def shard_is_complete(lifted: str, scene_id: str, expected: dict[str, Any]) -> bool:
+    """True when the scene's labels shard exists and was written with the ``expected`` fingerprint."""
     try:
         return read_labels_metadata(labels_uri(lifted, scene_id)).get("fingerprint") == expected
     except (storage.StorageError, ValueError):

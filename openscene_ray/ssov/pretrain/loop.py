@@ -20,12 +20,17 @@ __all__ = ["LoopSettings", "TmpObjective", "train_loop_per_worker"]
 
 @dataclass(frozen=True)
 class LoopSettings:
+    """What every worker of TMP pre-training needs (config, text embeddings, phrase groups)."""
+
     config: PretrainConfig
     text: np.ndarray  # float32 [V, D]: the vocabulary's text embeddings
     same_group: np.ndarray  # bool [V, V]: the dictionary's groups
 
 
 class TmpObjective:
+    """The TMP step: the point features against the paired superpixels' mask embeddings and the
+    vocabulary's text embeddings (:func:`tmp_loss`); the text tensors are moved to each device once."""
+
     def __init__(self, settings: LoopSettings):
         self.config = settings.config
         self.settings = settings

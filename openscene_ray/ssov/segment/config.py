@@ -4,36 +4,23 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 
 from openscene_ray.fusion.config import ExtractorConfig
-from openscene_ray.kernel.config import Options, StrictModel, Uri
-from openscene_ray.kernel.model_specs import DEFAULT_CLIP_ARCH
+from openscene_ray.kernel.config import StrictModel, Uri
 from openscene_ray.kernel.ray_runtime import DataContextConfig, ResourcesConfig
-from openscene_ray.kernel.text import TEXT_ENCODERS, text_model_spec
+from openscene_ray.kernel.text import TextEncoderConfig
 from openscene_ray.ssov.dictionary import DictionarySpec
 
 __all__ = ["ImportConfig", "SegmentConfig", "VocabularyTextConfig"]
 
 
-class VocabularyTextConfig(StrictModel):
+class VocabularyTextConfig(TextEncoderConfig):
     """The text encoder that embeds the dictionary's phrases (the segmenter's text space)."""
 
-    encoder: str = Field("open_clip", description="text encoder kind: open_clip, synthetic, ...")
-    options: Options = Field(default_factory=lambda: {"arch": DEFAULT_CLIP_ARCH, "checkpoint": "openai"})
     on_mismatch: Literal["warn", "error"] = Field(
         "error", description="when the extractor's text model differs from this encoder's"
     )
-
-    @field_validator("encoder")
-    @classmethod
-    def _known_encoder(cls, kind: str) -> str:
-        if kind not in TEXT_ENCODERS:
-            raise ValueError(str(TEXT_ENCODERS.missing(kind)))
-        return kind
-
-    def spec(self) -> str:
-        return text_model_spec(self.encoder, self.options)
 
 
 class ImportConfig(StrictModel):

@@ -27,7 +27,7 @@ import numpy as np
 
 from openscene_ray.kernel import storage
 from openscene_ray.kernel.errors import InputError, scene_error
-from openscene_ray.kernel.manifest import SceneRecord, read_manifest
+from openscene_ray.kernel.manifest import SceneRecord, read_manifest, select_records
 from openscene_ray.kernel.ray_runtime import (
     actor_pool_options,
     configure_data_context,
@@ -142,11 +142,7 @@ class SegmentSummary:
 
 
 def _plan(config: SegmentConfig, records: list[SceneRecord]) -> tuple[list[SceneRecord], list[str]]:
-    if config.scenes is not None:
-        unknown = set(config.scenes) - {r.scene_id for r in records}
-        if unknown:
-            raise InputError(f"scenes not in the manifest {config.manifest}: {sorted(unknown)}")
-        records = [r for r in records if r.scene_id in set(config.scenes)]
+    records = select_records(records, config.scenes, config.manifest)
     if config.overwrite:
         return records, []
     done = {r.scene_id for r in records if (read_scene_marker(config.segments, r.scene_id) or {}).get("fingerprint")

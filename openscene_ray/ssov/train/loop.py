@@ -25,12 +25,16 @@ __all__ = ["LoopSettings", "PseudoLabelObjective", "init_from_checkpoint", "trai
 
 @dataclass(frozen=True)
 class LoopSettings:
+    """What every worker of annotation-free training needs (config, class count, val scenes)."""
+
     config: TrainFreeConfig
     num_classes: int
     val_scenes: tuple[tuple[str, str], ...]  # (scene_id, points_uri), scored for monitoring only
 
 
 class PseudoLabelObjective:
+    """The annotation-free step: CE + Lovász of the network's logits against the lifted pseudo-labels."""
+
     def __init__(self, config: TrainFreeConfig):
         self.config = config
 
