@@ -23,8 +23,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "network from train-free or pretrain)")
     parser.add_argument("--lifted", help="SSOV's lifted output (openscene-ray lift): the pseudo mode")
     parser.add_argument("--mode", dest="modes", action="append",
-                        choices=("fusion", "distill", "ensemble", "pseudo", "classify"),
-                        help="mode to evaluate (repeatable; default: every mode the inputs allow, classify excepted)")
+                        choices=("2d", "fusion", "distill", "ensemble", "pseudo", "classify"),
+                        help="mode to evaluate (repeatable; default: every mode the inputs allow, 2d and classify "
+                        "excepted; 2d reruns the fusion's 2D model on every view)")
     parser.add_argument("--afi", action="store_true", help="also score pseudo/classify after SSOV's AFI post-process "
                         "(default parameters; tune with --set afi.k=...)")
     parser.add_argument("--split", help=f"manifest split to evaluate (default val; '{ALL_SPLITS}' for every scene)")

@@ -17,10 +17,10 @@ from openscene_ray.ssov.afi import AFIConfig
 __all__ = ["COMPAT_TTA_REPEATS", "EVAL_MODES", "EvalMode", "EvaluateConfig", "select_scenes"]
 
 COMPAT_TTA_REPEATS = 5
-# The zero-shot feature modes, then SSOV's label modes (evaluation.labels): the lifted pseudo-labels
-# and a trained SSOV network's classes.
-EvalMode = Literal["fusion", "distill", "ensemble", "pseudo", "classify"]
-EVAL_MODES: tuple[str, ...] = (*MODES, "pseudo", "classify")
+# The 2D model's own per-view predictions (evaluation.views2d), the zero-shot feature modes, then
+# SSOV's label modes (evaluation.labels): the lifted pseudo-labels and a trained SSOV network's classes.
+EvalMode = Literal["2d", "fusion", "distill", "ensemble", "pseudo", "classify"]
+EVAL_MODES: tuple[str, ...] = ("2d", *MODES, "pseudo", "classify")
 
 
 class EvaluateConfig(StrictModel):
@@ -35,8 +35,8 @@ class EvaluateConfig(StrictModel):
     lifted: Uri | None = Field(None, description="SSOV's lifted output (openscene-ray lift): pseudo mode")
     afi: AFIConfig | None = Field(None, description="also score pseudo/classify after SSOV's AFI post-process "
                                   "(as '<mode>+afi'); {} for the defaults")
-    modes: list[EvalMode] | None = Field(None, description="default: every mode the given inputs allow (classify: "
-                                         "only when asked for)")
+    modes: list[EvalMode] | None = Field(None, description="default: every mode the given inputs allow (2d and "
+                                         "classify: only when asked for; 2d reruns the fusion's 2D model per view)")
     split: str | None = Field("val", description="manifest split to evaluate; null: every scene")
     scenes: list[str] | None = Field(None, description="these scene ids instead of a split")
     text: TextSpaceConfig = Field(default_factory=TextSpaceConfig)
@@ -59,7 +59,7 @@ class EvaluateConfig(StrictModel):
             needs = {m for m in self.modes if m in ("distill", "ensemble", "classify")}
             if needs and self.checkpoint is None:
                 raise ValueError(f"mode(s) {sorted(needs)} need a 3D checkpoint (set checkpoint)")
-            needs = {m for m in self.modes if m in ("fusion", "ensemble")}
+            needs = {m for m in self.modes if m in ("2d", "fusion", "ensemble")}
             if needs and self.fused is None:
                 raise ValueError(f"mode(s) {sorted(needs)} need the fused features (set fused)")
             if "pseudo" in self.modes and self.lifted is None:

@@ -58,6 +58,7 @@ from openscene_ray.kernel.ray_runtime import (
     init_ray,
     scene_blocks,
 )
+from openscene_ray.kernel.scene import IGNORE_LABEL
 from openscene_ray.kernel.text import build_text_space, check_text_model
 
 __all__ = ["ROW_SCHEMA", "EvalActor", "build_dataset", "run_evaluate", "write_point_features"]
@@ -71,6 +72,8 @@ ROW_SCHEMA = pa.schema(
         ("n_points", pa.int64()),
         ("confusion", pa.list_(pa.int64())),  # [K*K] row-major, rows = ground truth; empty on error
         ("unknown", pa.list_(pa.int64())),  # [K]
+        ("evaluated", pa.int64()),  # points with a ground-truth label
+        ("covered", pa.int64()),  # of those, points with a prediction
         ("load_seconds", pa.float64()),
         ("seconds", pa.float64()),
         ("warning", pa.string()),
@@ -87,10 +90,12 @@ class EvalActor:
 
         self.config = config
         self.modes = [m for m in config.resolved_modes() if m in MODES]  # the feature modes
-        self.label_modes = [m for m in config.reported_modes() if m not in MODES]  # pseudo, classify, +afi
+        self.view_modes = [m for m in config.resolved_modes() if m == "2d"]
+        self.label_modes = [m for m in config.reported_modes() if m not in (*MODES, "2d")]  # pseudo, classify, +afi
+        self.extractor = None  # the 2d mode's 2D model, built from the first shard's metadata
         self.repeats = config.resolved_tta_repeats()
         self.device = torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
-        self.text = build_text_space(config.text, config.openscene_compat) if self.modes else None
+        self.text = build_text_space(config.text, config.openscene_compat) if self.modes or self.view_modes else None
         self.model = self.voxel_size = self.text_model_3d = self.classifier = None
         if "classify" in self.label_modes:
             from openscene_ray.evaluation.labels import Classifier
@@ -109,13 +114,44 @@ class EvalActor:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
         rows = []
-        for scene_id, points_uri, num_points in zip(batch["scene_id"], batch["points_uri"], batch["num_points"]):
+        for i, (scene_id, points_uri, num_points) in enumerate(
+            zip(batch["scene_id"], batch["points_uri"], batch["num_points"])
+        ):
             rows.extend(self.evaluate_scene(str(scene_id), str(points_uri), int(num_points)))
+            if self.view_modes:
+                rows.append(self._view_row(SceneRecord.from_row({key: batch[key][i] for key in batch})))
+        for row in rows:
+            if row["mode"] != "2d" and not row["error"]:  # one sample per point: the counts say it
+                row["covered"] = int(sum(row["confusion"]))
+                row["evaluated"] = row["covered"] + int(sum(row["unknown"]))
         return pa.Table.from_pylist(rows, schema=ROW_SCHEMA)
 
+    def _view_row(self, record: SceneRecord) -> dict[str, Any]:
+        """The ``2d`` row: the fusion's 2D model rerun on every view, scored at the points it sees."""
+        from openscene_ray.evaluation.views2d import per_view_counts, shard_extractor, shard_fusion_params
+        from openscene_ray.kernel.manifest import load_scene
+
+        start = time.perf_counter()
+        row = self._row(record.scene_id, "2d", n_points=record.num_points)
+        try:
+            metadata = read_features(shard_uri(self.config.fused, record.scene_id)).metadata
+            if self.extractor is None:
+                self.extractor = shard_extractor(metadata, str(self.device))
+            scene = load_scene(record)
+            row["load_seconds"] = time.perf_counter() - start
+            counts, _ = per_view_counts(scene.xyz, scene.labels, scene.views, self.extractor,
+                                               shard_fusion_params(metadata), self.text)  # fmt: skip
+            evaluated = int((scene.labels != IGNORE_LABEL).sum())
+            row.update(confusion=counts.confusion.reshape(-1).tolist(), unknown=counts.unknown.tolist(),
+                       evaluated=evaluated, covered=evaluated - int(counts.unknown.sum()))  # fmt: skip
+        except Exception as exc:  # noqa: BLE001 - a bad scene is data
+            row["error"] = f"{record.scene_id}: 2d: {describe_error(exc)}"
+        row["seconds"] = time.perf_counter() - start - row["load_seconds"]
+        return row
+
     def _row(self, scene_id: str, mode: str, **values) -> dict[str, Any]:
-        row = {"scene_id": scene_id, "mode": mode, "n_points": 0, "confusion": [], "unknown": [],
-               "load_seconds": 0.0, "seconds": 0.0, "warning": "", "error": ""}  # fmt: skip
+        row = {"scene_id": scene_id, "mode": mode, "n_points": 0, "confusion": [], "unknown": [], "evaluated": 0,
+               "covered": 0, "load_seconds": 0.0, "seconds": 0.0, "warning": "", "error": ""}  # fmt: skip
         row.update(values)
         return row
 
@@ -250,7 +286,8 @@ def write_point_features(uri: str, scene_id: str, f3d: np.ndarray, preds: dict[s
 
 def build_dataset(config: EvaluateConfig, scenes: list[SceneRecord]):
     """The lazy Ray Data plan (see the module docstring)."""
-    ds = scene_blocks(scenes, ["scene_id", "points_uri", "num_points"])
+    # the 2d mode reloads each scene's views: it needs the whole manifest row
+    ds = scene_blocks(scenes, None if "2d" in config.resolved_modes() else ["scene_id", "points_uri", "num_points"])
     return ds.map_batches(
         EvalActor,
         fn_constructor_kwargs={"config": config, "use_gpu": config.resources.gpus_per_actor > 0},

@@ -42,8 +42,8 @@ class EvaluateSummary:
             "output": self.output,
             "scenes": len(self.scenes),
             "modes": {
-                m: {"miou": _finite(r["miou"]), "macc": _finite(r["macc"]), "num_points": r["num_points"],
-                    "num_scenes": r["num_scenes"]}
+                m: {"miou": _finite(r["miou"]), "macc": _finite(r["macc"]), "coverage": _finite(r["coverage"]),
+                    "num_points": r["num_points"], "num_scenes": r["num_scenes"]}
                 for m, r in self.modes.items()
             },  # fmt: skip
             "failed": self.failed,
@@ -65,8 +65,8 @@ def _json_safe(value):
 
 
 def aggregate_rows(rows: list[dict[str, Any]], scene_ids: list[str], modes: list[str], num_classes: int):
-    """Exact per-mode sums of the successful rows: ``({mode: EvalCounts}, {mode: scenes summed},
-    {scene: {mode: error}})``. Every (scene, mode) must have exactly one row."""
+    """Exact per-mode sums of the successful rows: ``({mode: EvalCounts}, {mode: {scenes, evaluated,
+    covered}}, {scene: {mode: error}})``. Every (scene, mode) must have exactly one row."""
     seen = [(r["scene_id"], r["mode"]) for r in rows]
     expected = [(s, m) for s in scene_ids for m in modes]
     if sorted(seen) != sorted(expected):
@@ -74,7 +74,7 @@ def aggregate_rows(rows: list[dict[str, Any]], scene_ids: list[str], modes: list
         extra = sorted(set(seen) - set(expected))
         raise RuntimeError(f"evaluation rows do not cover the scenes exactly: missing {missing[:10]}, extra {extra[:10]}")
     totals = {m: EvalCounts.zeros(num_classes) for m in modes}
-    counted = dict.fromkeys(modes, 0)
+    counted = {m: {"scenes": 0, "evaluated": 0, "covered": 0} for m in modes}
     failed: dict[str, dict[str, str]] = {}
     for row in rows:
         if row["error"]:
@@ -82,19 +82,24 @@ def aggregate_rows(rows: list[dict[str, Any]], scene_ids: list[str], modes: list
             continue
         conf = np.asarray(row["confusion"], np.int64).reshape(num_classes, num_classes)
         totals[row["mode"]] = totals[row["mode"]] + EvalCounts(conf, np.asarray(row["unknown"], np.int64))
-        counted[row["mode"]] += 1
+        tally = counted[row["mode"]]
+        tally["scenes"] += 1
+        tally["evaluated"] += int(row.get("evaluated", 0))
+        tally["covered"] += int(row.get("covered", 0))
     return totals, counted, failed
 
 
 def mode_metrics(config: EvaluateConfig, totals: dict, counted: dict) -> dict[str, dict[str, Any]]:
-    """Per mode: the metrics of the summed counts, per-class rows, the confusion and unknown counts."""
+    """Per mode: the metrics of the summed counts, the coverage (the fraction of the points with a
+    ground-truth label that have a prediction), per-class rows, the confusion and unknown counts."""
     names = list(get_label_set(config.text.label_set).class_names)
     out = {}
     for mode, counts in totals.items():
         metrics = compute_metrics(counts.confusion, counts.unknown, openscene_compat=config.openscene_compat)
         gt_points = (counts.confusion.sum(axis=1) + counts.unknown).tolist()
         metrics.update(
-            num_scenes=counted[mode],
+            num_scenes=counted[mode]["scenes"],
+            coverage=counted[mode]["covered"] / counted[mode]["evaluated"] if counted[mode]["evaluated"] else math.nan,
             per_class={n: {"iou": metrics["iou"][k], "acc": metrics["acc"][k], "points": gt_points[k]}
                        for k, n in enumerate(names)},
             confusion=counts.confusion.tolist(),
@@ -110,12 +115,14 @@ def write_report(config: EvaluateConfig, rows: list[dict[str, Any]], summary: Ev
     labels = get_label_set(config.text.label_set)
     out, names = config.output, list(labels.class_names)
     md = [f"# Zero-shot evaluation ({len(summary.scenes)} scenes, label set {config.text.label_set})", "",
-          "| mode | mIoU (%) | mAcc (%) | overall acc (%) | points | scenes |", "|---|---:|---:|---:|---:|---:|"]  # fmt: skip
+          "| mode | mIoU (%) | mAcc (%) | overall acc (%) | coverage (%) | samples | scenes |",
+          "|---|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
     sections = []
     for mode, metrics in summary.modes.items():
         confusion_heatmap_png(np.asarray(metrics["confusion"]), names, storage.join(out, f"confusion_{mode}.png"))
         iou_bar_chart_png(metrics["iou"], names, storage.join(out, f"iou_{mode}.png"), miou=metrics["miou"])
-        pct = [f"{100 * v:.1f}" if math.isfinite(v) else "–" for v in (metrics["miou"], metrics["macc"], metrics["oacc"])]
+        pct = [f"{100 * v:.1f}" if math.isfinite(v) else "–"
+               for v in (metrics["miou"], metrics["macc"], metrics["oacc"], metrics["coverage"])]  # fmt: skip
         md.append(f"| {mode} | {' | '.join(pct)} | {metrics['num_points']} | {metrics['num_scenes']} |")
         sections += ["", f"## {mode}", "", markdown_table(metrics, names).rstrip()]
     protocol = (

@@ -22,7 +22,7 @@ from openscene_ray.fusion.core import FusionParams, visible_points
 from openscene_ray.kernel.scene import View
 from openscene_ray.kernel.text import TextSpace
 
-__all__ = ["ViewPredictions", "per_view_counts", "view_predictions"]
+__all__ = ["ViewPredictions", "per_view_counts", "shard_extractor", "shard_fusion_params", "view_predictions"]
 
 
 @dataclass(frozen=True)
@@ -61,3 +61,21 @@ def per_view_counts(
     unseen = labels[~seen]
     counts = counts + EvalCounts.from_predictions(np.full(len(unseen), UNKNOWN), unseen, text.num_classes)
     return counts, float(seen.mean()) if len(seen) else 0.0
+
+
+def shard_extractor(metadata: dict, device: str):
+    """The 2D extractor a fused shard was made with (its recorded name and options) on ``device``."""
+    from openscene_ray.extractors import build_extractor
+
+    recorded = metadata.get("extractor") or {}
+    if "name" not in recorded:
+        raise ValueError("the fused shard does not record its extractor (fused by an older version): re-run fuse")
+    options = dict(recorded.get("options") or {}) | {"device": device}
+    return build_extractor(recorded["name"], **options)
+
+
+def shard_fusion_params(metadata: dict) -> FusionParams:
+    """The visibility rule a fused shard was made with."""
+    fusion = metadata.get("fusion") or {}
+    return FusionParams(cut_bound=int(fusion.get("cut_bound", 0)), visibility_threshold=fusion.get("visibility_threshold"),
+                        depth_test=bool(fusion.get("depth_test", True)))  # fmt: skip
