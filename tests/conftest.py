@@ -179,15 +179,24 @@ def _ray_is_idle(ray, wait_s: float) -> bool:
 
 @pytest.fixture(autouse=True)
 def _fresh_ray_after_a_leak(request):
-    """After a test that used the shared Ray, restart it if the test left resources held (a failed
-    test's actors or placement groups): later tests would otherwise wait for them forever."""
+    """Around every test, while this process holds a Ray: restart it if resources are still held (a
+    failed test's actors or placement groups, or a Train controller that outlived its run), since
+    later tests would otherwise wait for them until their timeout."""
+    _restart_ray_if_held(request.node.nodeid, "before")
     yield
-    if "ray_session" not in request.fixturenames:
-        return
+    _restart_ray_if_held(request.node.nodeid, "after")
+
+
+def _restart_ray_if_held(test: str, when: str) -> None:
     import ray
 
-    if ray.is_initialized() and not _ray_is_idle(ray, wait_s=30.0):
-        print(f"\n{request.node.nodeid} left Ray resources held ({ray.available_resources()}); restarting Ray")
+    if not ray.is_initialized():
+        return
+    total = ray.cluster_resources()
+    if total.get("CPU", 0) != RAY_TEST_CPUS or total.get("GPU", 0) != RAY_TEST_GPUS:
+        return  # not the shared test Ray (a test's own cluster): its owner shuts it down
+    if not _ray_is_idle(ray, wait_s=30.0):
+        print(f"\nRay resources still held {when} {test} ({ray.available_resources()}); restarting Ray")
         ray.shutdown()
         _start_ray()
 
