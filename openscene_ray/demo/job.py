@@ -104,11 +104,7 @@ def _run_stages(config: DemoConfig, out: str, progress: _Progress) -> dict[str, 
     fused = storage.join(out, "fused")
     train_2d = None
     if extractor is None:  # the default: an LSeg this demo trains
-        progress.begin(f"training a tiny LSeg on the train rooms' views with Ray Train ({config.lseg_epochs} epochs)")
-        train_2d = run_stage("train-2d", demo_lseg_run(config, manifest, storage.join(out, "train-2d"), text))
-        extractor = {"name": "lseg", "options": {"checkpoint": train_2d.model_uri}}
-        val = train_2d.history[-1].get("val_miou")
-        progress.end(f"(held-out views: 2D mIoU {100 * val:.1f})" if val is not None else "")
+        train_2d, extractor = _train_lseg(config, manifest, storage.join(out, "train-2d"), text, progress)
 
     progress.begin(f"fusing 2D features with {extractor['name']} on a local Ray")
     fuse = run_stage("fuse", {"manifest": manifest, "fused": fused, "extractor": extractor, "resources": LOCAL_ACTORS})
@@ -160,6 +156,15 @@ def _run_stages(config: DemoConfig, out: str, progress: _Progress) -> dict[str, 
     write_report(summary, out)
     storage.write_bytes(os.path.join(out, "summary.json"), json.dumps(summary, indent=2).encode())
     return summary
+
+
+def _train_lseg(config: DemoConfig, manifest: str, storage_path: str, text: dict, progress: _Progress):
+    """Train the tiny LSeg; ``(the train-2d summary, the extractor config that loads its export)``."""
+    progress.begin(f"training a tiny LSeg on the train rooms' views with Ray Train ({config.lseg_epochs} epochs)")
+    summary = run_stage("train-2d", demo_lseg_run(config, manifest, storage_path, text))
+    val = summary.history[-1].get("val_miou")
+    progress.end(f"(held-out views: 2D mIoU {100 * val:.1f})" if val is not None else "")
+    return summary, {"name": "lseg", "options": {"checkpoint": summary.model_uri}}
 
 
 def _world(config: DemoConfig, out: str, progress: _Progress) -> str:
