@@ -140,6 +140,8 @@ RAY_TEST_CPUS, RAY_TEST_GPUS = 4, 2
 def _start_ray():
     import ray
 
+    if ray.is_initialized():  # a Ray some earlier test started for itself
+        ray.shutdown()
     tests_dir = str(REPO_ROOT / "tests")  # workers import test plugins (fault_injection) from here
     ray.init(
         address="local",
@@ -178,27 +180,32 @@ def _ray_is_idle(ray, wait_s: float) -> bool:
 
 
 @pytest.fixture(autouse=True)
-def _fresh_ray_after_a_leak(request):
-    """Around every test, while this process holds a Ray: restart it if resources are still held (a
-    failed test's actors or placement groups, or a Train controller that outlived its run), since
-    later tests would otherwise wait for them until their timeout."""
-    _restart_ray_if_held(request.node.nodeid, "before")
+def _the_shared_ray_for_tests_that_ask(request):
+    """A test that asks for ``ray_session`` gets the shared test Ray (4 CPUs, 2 GPUs) with nothing
+    held. Another test may have shut it down or started a Ray of its own (the benchmark cases call
+    ``init_ray``), and a failed test may leave actors or placement groups behind: without this, a
+    job asking for a GPU would wait for one until its timeout."""
+    if "ray_session" not in request.fixturenames:
+        yield
+        return
+    _ensure_test_ray(request.node.nodeid, "before")
     yield
-    _restart_ray_if_held(request.node.nodeid, "after")
+    _ensure_test_ray(request.node.nodeid, "after")
 
 
-def _restart_ray_if_held(test: str, when: str) -> None:
+def _ensure_test_ray(test: str, when: str) -> None:
     import ray
 
-    if not ray.is_initialized():
-        return
-    total = ray.cluster_resources()
-    if total.get("CPU", 0) != RAY_TEST_CPUS or total.get("GPU", 0) != RAY_TEST_GPUS:
-        return  # not the shared test Ray (a test's own cluster): its owner shuts it down
-    if not _ray_is_idle(ray, wait_s=30.0):
-        print(f"\nRay resources still held {when} {test} ({ray.available_resources()}); restarting Ray")
+    if ray.is_initialized():
+        total = ray.cluster_resources()
+        if total.get("CPU", 0) == RAY_TEST_CPUS and total.get("GPU", 0) == RAY_TEST_GPUS:
+            if _ray_is_idle(ray, wait_s=30.0):
+                return
+            print(f"\nRay resources still held {when} {test} ({ray.available_resources()}); restarting Ray")
+        else:
+            print(f"\nanother Ray is running {when} {test} ({total}); starting the test Ray")
         ray.shutdown()
-        _start_ray()
+    _start_ray()
 
 
 @pytest.fixture(scope="session")
