@@ -31,6 +31,10 @@ def test_smoke_runs_the_cpu_code_paths():
 
 @pytest.mark.slow
 def test_smoke_runs_the_model_and_ray_paths():
+    import ray
+
+    if ray.is_initialized():  # the check starts its own Ray, as on a bare GPU machine
+        ray.shutdown()
     report = run_checks(["openseg", "ddp", "lseg"], smoke=True)
     checks = report["checks"]
     assert all(c["status"] == "ok" for c in checks.values()), checks
