@@ -39,6 +39,7 @@ from openscene_ray.kernel.train_runtime import (
     restore_state,
     run_hook,
     unwrap,
+    worker_context,
 )
 from openscene_ray.models import (
     CheckpointMetadata,
@@ -120,10 +121,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> list[dict[str, Any]]:
 
     settings: LoopSettings = loop_config["settings"]
     config = settings.config
-    context = ray.train.get_context()
-    rank, world = context.get_world_rank(), context.get_world_size()
-    torch.set_num_threads(max(1, int(config.cpus_per_worker)))
-    device = ray.train.torch.get_device()
+    rank, world, device = worker_context(config.cpus_per_worker)
     model = build_model(config.model).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     lr_factor = poly_lambda(max(1, config.epochs * settings.steps_per_epoch), config.poly_power)

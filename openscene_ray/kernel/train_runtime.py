@@ -44,6 +44,7 @@ __all__ = [
     "run_hook",
     "save_train_state",
     "unwrap",
+    "worker_context",
 ]
 
 STATE_FILE = "state.pt"
@@ -211,6 +212,17 @@ def report_epoch(metrics: dict[str, Any], rank: int, state: TrainState, epoch: i
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
     ray.train.get_all_reported_checkpoints(consistency_mode=ray.train.CheckpointConsistencyMode.COMMITTED,
                                            timeout_s=COMMIT_TIMEOUT_S)  # fmt: skip
+
+
+def worker_context(cpus_per_worker: float) -> tuple[int, int, torch.device]:
+    """Inside a Train worker: ``(rank, world size, device)``, with torch's threads set to the
+    worker's CPUs (oversubscribed threads slow every worker on the node)."""
+    import ray.train
+    import ray.train.torch
+
+    context = ray.train.get_context()
+    torch.set_num_threads(max(1, int(cpus_per_worker)))
+    return context.get_world_rank(), context.get_world_size(), ray.train.torch.get_device()
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:

@@ -38,6 +38,7 @@ from openscene_ray.kernel.train_runtime import (
     restore_state,
     run_hook,
     unwrap,
+    worker_context,
 )
 
 __all__ = ["LoopSettings", "build_optimizer", "student_loss", "train_loop_per_worker"]
@@ -118,10 +119,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> list[dict[str, Any]]:
 
     settings: LoopSettings = loop_config["settings"]
     config = settings.config
-    context = ray.train.get_context()
-    rank, world = context.get_world_rank(), context.get_world_size()
-    torch.set_num_threads(max(1, int(config.cpus_per_worker)))
-    device = ray.train.torch.get_device()
+    rank, world, device = worker_context(config.cpus_per_worker)
     torch.manual_seed(config.seed)
     backbone = build_backbone(config.backbone).to(device).train()
     optimizer = build_optimizer(backbone, config)
