@@ -190,7 +190,7 @@ def test_good_scenes_of_the_same_run_finish(mixed_run):
         assert read_features(shard_uri(fused, record.scene_id)).metadata["n_seen"] > 0
 
 
-def test_the_cli_exits_1_when_a_scene_failed(synthetic_world, tmp_path, capsys):
+def test_the_cli_exits_1_when_a_scene_failed(ray_session, synthetic_world, tmp_path, capsys):
     broken = _break(synthetic_world.records[0], "missing_points", str(tmp_path))
     manifest = str(tmp_path / "manifest.parquet")
     write_manifest(manifest, [broken])

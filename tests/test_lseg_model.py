@@ -278,6 +278,7 @@ def test_a_tampered_export_document_is_an_error_naming_the_file(tmp_path, tiny_n
     document_path.write_text(json.dumps(document))
     with pytest.raises(LSegCheckpointError, match=r"checkpoint.json: names weights '../evil.safetensors'"):
         load_lseg(uri)
+    document["weights"]["name"] = "model.safetensors"
     del document["info"]
     document_path.write_text(json.dumps(document))
     with pytest.raises(LSegCheckpointError, match=r"checkpoint.json: malformed .*info"):

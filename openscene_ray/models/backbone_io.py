@@ -10,16 +10,11 @@ last, each atomically: a reader that finds the JSON finds the weights it describ
 
 from __future__ import annotations
 
-import hashlib
-import json
 from typing import Any
 
 import torch
-from safetensors.torch import load as load_safetensors
-from safetensors.torch import save as save_safetensors
 
-from openscene_ray import __version__
-from openscene_ray.kernel import storage
+from openscene_ray.kernel.export_folder import ExportFormat, cpu_state
 from openscene_ray.models.backbones import (
     BACKBONES,
     EXPORT_NAME,
@@ -34,59 +29,36 @@ from openscene_ray.models.backbones import (
     load_timm_state,
 )
 
-__all__ = ["FORMAT", "build_backbone", "is_backbone_export", "load_fine_tuned", "read_backbone_export",
+__all__ = ["EXPORT", "build_backbone", "is_backbone_export", "load_fine_tuned", "read_backbone_export",
            "save_backbone_export"]  # fmt: skip
 
-FORMAT = "openscene-ray/fit3d-backbone"
-FORMAT_VERSION = 1
-WEIGHTS_NAME = "model.safetensors"
+EXPORT = ExportFormat("openscene-ray/fit3d-backbone", 1, EXPORT_NAME, BackboneError, "a fit3d-finetune export")
 
 
 def is_backbone_export(uri: str) -> bool:
     """True when ``uri`` is a folder written by :func:`save_backbone_export`."""
-    return storage.exists(storage.join(uri, EXPORT_NAME))
+    return EXPORT.exists(uri)
 
 
 def save_backbone_export(uri: str, backbone, original: BackboneConfig, extra: dict[str, Any] | None = None) -> str:
     """Write the fine-tuned ``backbone`` (fine-tuned from ``original``) under ``uri``; returns ``uri``."""
     if not isinstance(backbone, TimmBackbone):
         raise BackboneError(f"cannot export a {type(backbone).__name__}; export the fine-tuned backbone itself")
-    state = {k: v.detach().to("cpu").contiguous().clone() for k, v in backbone.model.state_dict().items()}
-    weights = save_safetensors(state, metadata={"format": FORMAT})
-    storage.write_bytes(storage.join(uri, WEIGHTS_NAME), weights)
-    document = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "code_version": __version__,
+    fields = {
         "backbone": original.name,
         "family": "timm",
         "feature_dim": backbone.feature_dim,
         "options": dict(original.options),
         "original": original.model_dump(mode="json"),
         "extra": dict(extra or {}),
-        "weights": {"name": WEIGHTS_NAME, "sha256": hashlib.sha256(weights).hexdigest(), "bytes": len(weights)},
     }
-    storage.write_bytes(storage.join(uri, EXPORT_NAME), json.dumps(document, indent=2, sort_keys=True).encode())
-    return uri
+    return EXPORT.write(uri, cpu_state(backbone.model), fields)
 
 
 def read_backbone_export(uri: str) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """``(document, state dict)`` of an export folder, checked for format, version and digest."""
-    config_uri = storage.join(uri, EXPORT_NAME)
-    try:
-        document = json.loads(storage.read_bytes(config_uri))
-    except storage.ObjectNotFound:
-        raise BackboneError(f"{uri}: no {EXPORT_NAME}; not a fit3d-finetune export (or it did not finish)") from None
-    except json.JSONDecodeError as exc:
-        raise BackboneError(f"{config_uri}: not valid JSON ({exc})") from None
-    if document.get("format") != FORMAT or document.get("format_version") != FORMAT_VERSION:
-        raise BackboneError(f"{config_uri}: format {document.get('format')!r} version "
-                            f"{document.get('format_version')!r}; this code reads {FORMAT!r} version {FORMAT_VERSION}")  # fmt: skip
-    entry = document["weights"]
-    weights = storage.read_bytes(storage.join(uri, entry["name"]))
-    if hashlib.sha256(weights).hexdigest() != entry["sha256"]:
-        raise BackboneError(f"{uri}: the weights do not match the digest in {EXPORT_NAME} (mixed or corrupt export)")
-    return document, load_safetensors(weights)
+    document = EXPORT.read_document(uri)
+    return document, EXPORT.read_weights(uri, document)
 
 
 def _from_export(config: BackboneConfig, entry: BackboneEntry):

@@ -14,19 +14,15 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from typing import Any
 
 import torch
 from pydantic import Field
-from safetensors.torch import load as load_safetensors
-from safetensors.torch import save as save_safetensors
 
-from openscene_ray import __version__
 from openscene_ray.kernel import storage
 from openscene_ray.kernel.config import StrictModel
 from openscene_ray.kernel.errors import OpenSceneError, describe_error
+from openscene_ray.kernel.export_folder import ExportFormat, cpu_state
 from openscene_ray.kernel.safe_load import load_torch_checkpoint
 from openscene_ray.kernel.text import text_model_spec
 from openscene_ray.models.lseg import LSegConfig, LSegNet, build_lseg, lseg_config
@@ -41,16 +37,15 @@ __all__ = [
     "strip_lightning_prefix",
 ]
 
-FORMAT = "openscene-ray/lseg"
-FORMAT_VERSION = 1
-WEIGHTS_NAME = "model.safetensors"
-CONFIG_NAME = "checkpoint.json"
 LIGHTNING_PREFIX = "net."
 DEFAULT_LIGHTNING_CONFIG = "lseg-vitl16-384"
 
 
 class LSegCheckpointError(OpenSceneError, ValueError):
     """An LSeg checkpoint is incomplete, of another format, or does not fit its configuration."""
+
+
+EXPORT = ExportFormat("openscene-ray/lseg", 1, "checkpoint.json", LSegCheckpointError, "an LSeg export")
 
 
 class LSegInfo(StrictModel):
@@ -70,51 +65,24 @@ class LSegInfo(StrictModel):
 
 def save_lseg_export(uri: str, net: LSegNet, info: LSegInfo) -> str:
     """Write ``net`` (its state dict and config) and ``info`` under ``uri``; returns ``uri``."""
-    state = {k: v.detach().to("cpu").contiguous().clone() for k, v in net.state_dict().items()}
-    weights = save_safetensors(state, metadata={"format": FORMAT})
-    document = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "code_version": __version__,
-        "model_config": net.config.model_dump(mode="json"),
-        "info": info.model_dump(mode="json"),
-        "weights": {"name": WEIGHTS_NAME, "sha256": hashlib.sha256(weights).hexdigest(), "bytes": len(weights)},
-    }
-    storage.write_bytes(storage.join(uri, WEIGHTS_NAME), weights)
-    storage.write_bytes(storage.join(uri, CONFIG_NAME), json.dumps(document, indent=2, sort_keys=True).encode())
-    return uri
+    fields = {"model_config": net.config.model_dump(mode="json"), "info": info.model_dump(mode="json")}
+    return EXPORT.write(uri, cpu_state(net), fields)
 
 
 def is_lseg_export(uri: str) -> bool:
     """True when ``uri`` is a folder written by :func:`save_lseg_export`."""
-    return storage.exists(storage.join(uri, CONFIG_NAME))
+    return EXPORT.exists(uri)
 
 
 def read_lseg_export(uri: str) -> tuple[LSegConfig, LSegInfo, dict[str, Any]]:
-    """``(config, info, weights entry)`` of an export folder, checked for format and version; the
-    weights entry must name ``model.safetensors`` in the folder. Errors name the file."""
-    config_uri = storage.join(uri, CONFIG_NAME)
-    try:
-        document = json.loads(storage.read_bytes(config_uri))
-    except storage.ObjectNotFound:
-        raise LSegCheckpointError(f"{uri}: no {CONFIG_NAME}; not an LSeg export (or the export did not finish)") from None
-    except json.JSONDecodeError as exc:
-        raise LSegCheckpointError(f"{config_uri}: not valid JSON ({exc})") from None
-    if not isinstance(document, dict):
-        raise LSegCheckpointError(f"{config_uri}: expected a JSON object, got {type(document).__name__}")
-    if document.get("format") != FORMAT or document.get("format_version") != FORMAT_VERSION:
-        raise LSegCheckpointError(
-            f"{config_uri}: format {document.get('format')!r} version {document.get('format_version')!r}; "
-            f"this code reads {FORMAT!r} version {FORMAT_VERSION}"
-        )
+    """``(config, info, document)`` of an export folder, checked for format, version and the
+    weights' name. Errors name the file."""
+    document = EXPORT.read_document(uri)
     try:
         config, info = LSegConfig.model_validate(document["model_config"]), LSegInfo.model_validate(document["info"])
-        weights = {"name": str(document["weights"]["name"]), "sha256": str(document["weights"]["sha256"])}
     except (KeyError, TypeError, ValueError) as exc:
-        raise LSegCheckpointError(f"{config_uri}: malformed ({describe_error(exc)})") from None
-    if weights["name"] != WEIGHTS_NAME:  # never follow a name out of the folder ("../x.pt")
-        raise LSegCheckpointError(f"{config_uri}: names weights {weights['name']!r}; expected {WEIGHTS_NAME!r}")
-    return config, info, weights
+        raise LSegCheckpointError(f"{storage.join(uri, EXPORT.document)}: malformed ({describe_error(exc)})") from None
+    return config, info, document
 
 
 def strip_lightning_prefix(state_dict: dict[str, torch.Tensor], source: str) -> dict[str, torch.Tensor]:
@@ -134,15 +102,8 @@ def _load_strict(net: LSegNet, state: dict[str, torch.Tensor], source: str) -> L
 
 
 def _load_export(uri: str) -> tuple[LSegNet, LSegInfo]:
-    config, info, entry = read_lseg_export(uri)
-    weights = storage.read_bytes(storage.join(uri, WEIGHTS_NAME))
-    if hashlib.sha256(weights).hexdigest() != entry["sha256"]:
-        raise LSegCheckpointError(f"{uri}: the weights do not match the digest in {CONFIG_NAME} (mixed or corrupt export)")
-    try:
-        state = load_safetensors(weights)
-    except Exception as exc:  # noqa: BLE001 - safetensors raises its own types
-        raise LSegCheckpointError(f"{storage.join(uri, WEIGHTS_NAME)}: unreadable weights ({describe_error(exc)})") from None
-    return _load_strict(build_lseg(config), state, uri), info
+    config, info, document = read_lseg_export(uri)
+    return _load_strict(build_lseg(config), EXPORT.read_weights(uri, document), uri), info
 
 
 def _load_lightning(uri: str, config: LSegConfig, cache_dir: str) -> tuple[LSegNet, LSegInfo]:

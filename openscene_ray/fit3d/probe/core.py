@@ -11,7 +11,6 @@ evaluation splits' views (:mod:`openscene_ray.evaluation.metrics`).
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -26,12 +25,12 @@ from openscene_ray.fit3d.consistency import scene_consistency
 from openscene_ray.fit3d.probe.config import ProbeConfig, ProbeSettings
 from openscene_ray.fit3d.views import backbone_tokens
 from openscene_ray.fusion.core import FusionParams
-from openscene_ray.kernel import images, storage
-from openscene_ray.kernel.errors import InputError
+from openscene_ray.kernel import images
+from openscene_ray.kernel.errors import InputError, describe_error
 from openscene_ray.kernel.labels import get_label_set
 from openscene_ray.kernel.manifest import SceneRecord, load_scene, read_manifest
 from openscene_ray.kernel.scene import IGNORE_LABEL
-from openscene_ray.models.backbones import BACKBONES, EXPORT_NAME, BackboneConfig
+from openscene_ray.models.backbones import BACKBONES, BackboneConfig, BackboneError
 
 __all__ = ["LinearHead", "ProbeData", "load_data", "probe_variant", "score_head", "train_head", "variant_configs"]
 
@@ -56,11 +55,12 @@ def variant_configs(config: ProbeConfig) -> dict[str, BackboneConfig]:
 
 
 def _recorded_original(checkpoint: str) -> BackboneConfig:
+    from openscene_ray.models.backbone_io import EXPORT
+
     try:
-        document = json.loads(storage.read_bytes(storage.join(checkpoint, EXPORT_NAME)))
-    except storage.StorageError:
-        raise InputError(f"{checkpoint}: no {EXPORT_NAME} recording the original; set backbone.original") from None
-    return BackboneConfig.model_validate(document["original"])
+        return BackboneConfig.model_validate(EXPORT.read_document(checkpoint)["original"])
+    except (BackboneError, KeyError, ValueError) as exc:
+        raise InputError(f"{checkpoint}: no original recorded ({describe_error(exc)}); set backbone.original") from None
 
 
 @dataclass
