@@ -63,10 +63,12 @@ def test_evaluate_configs(path, profile):
 @pytest.mark.parametrize("path", _yaml("train2d"), ids=lambda p: p.stem)
 def test_train2d_configs(path, profile):
     from openscene_ray.models.lseg import LSEG_CONFIGS
-    from openscene_ray.train2d.config import Train2DConfig
+    from openscene_ray.train2d.config import TINY_LSEG_RECIPE, Train2DConfig
 
     config = load_config(Train2DConfig, [str(path), str(CONFIGS / "profiles" / profile / "distill.yaml")])
     assert config.model in LSEG_CONFIGS and config.text.encoder == "synthetic"
+    if config.model == "lseg-tiny":  # the shipped config trains with the measured recipe
+        assert {key: getattr(config, key) for key in TINY_LSEG_RECIPE} == TINY_LSEG_RECIPE
 
 
 def test_every_dataset_has_configs():

@@ -65,12 +65,12 @@ def demo_stage_count(config: DemoConfig) -> int:
 
 
 def demo_lseg_run(config: DemoConfig, manifest: str, storage_path: str, text: dict[str, Any]) -> dict[str, Any]:
-    """The train-2d config of the demo's tiny LSeg (configs/train2d/synthetic-lseg-tiny.yaml with
-    the demo's world, text space, epochs and two CPU workers)."""
+    """The train-2d config of the demo's tiny LSeg: its recipe with the demo's world, text space,
+    epochs and two CPU workers, at the short-run rate (a few steps per epoch on the demo's rooms)."""
+    from openscene_ray.train2d.config import TINY_LSEG_RECIPE, TINY_LSEG_SHORT_RUN_LR
+
     return {
-        "manifest": manifest, "storage_path": storage_path, "name": "lseg-tiny", "model": "lseg-tiny", "text": text,
-        "epochs": config.lseg_epochs, "batch_size": 8, "crop_size": 192, "scale_range": [0.75, 1.25],
-        "optimizer": "adamw", "lr": 0.002, "decoder_lr_mult": 1.0, "validate_every": config.lseg_epochs,
-        "val_view_stride": 2, "seed": config.seed, "workers": 2, "max_failures": 1,
-        "data": {"progress_bars": False},
+        **TINY_LSEG_RECIPE, "lr": TINY_LSEG_SHORT_RUN_LR, "manifest": manifest, "storage_path": storage_path,
+        "name": "lseg-tiny", "text": text, "epochs": config.lseg_epochs, "validate_every": config.lseg_epochs, "val_view_stride": 2,
+        "seed": config.seed, "workers": 2, "max_failures": 1, "data": {"progress_bars": False},
     }  # fmt: skip

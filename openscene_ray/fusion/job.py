@@ -20,8 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from openscene_ray.fusion.config import ExtractorConfig, FuseConfig, FusionSettings
@@ -42,6 +41,7 @@ from openscene_ray.kernel.ray_runtime import (
     init_ray,
     scene_blocks,
 )
+from openscene_ray.kernel.run_summary import SceneRunSummary
 
 __all__ = ["FuseActor", "FuseSummary", "build_dataset", "load_scene_row", "run_fuse"]
 
@@ -114,28 +114,15 @@ class FuseActor:
 
 
 @dataclass
-class FuseSummary:
+class FuseSummary(SceneRunSummary):
     """What one fusion run did (written as ``runs/<run_id>.json`` in the fused output)."""
 
-    run_id: str
-    done: list[str] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)
-    failed: dict[str, str] = field(default_factory=dict)
-    seconds: float = 0.0
     points: int = 0
-
-    @property
-    def ok(self) -> bool:
-        return not self.failed
 
     def as_dict(self) -> dict[str, Any]:
         minutes = self.seconds / 60 if self.seconds else 0.0
         return {
-            "run_id": self.run_id,
-            "done": len(self.done),
-            "skipped": len(self.skipped),
-            "failed": len(self.failed),
-            "failures": self.failed,
+            **self.scene_counts(),
             "seconds": round(self.seconds, 2),
             "scenes_per_minute": round(len(self.done) / minutes, 2) if minutes else 0.0,
             "points_per_second": round(self.points / self.seconds, 1) if self.seconds else 0.0,
@@ -172,8 +159,8 @@ def run_fuse(config: FuseConfig) -> FuseSummary:
 
     The manifest is read once, here; the rows to fuse travel to the workers as Arrow columns."""
     start = time.perf_counter()
-    run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
-    summary = FuseSummary(run_id=run_id)
+    summary = FuseSummary()
+    run_id = summary.run_id
     todo, summary.skipped = plan_scenes(config, read_manifest(config.manifest))
     log.info("fuse %s: %d scene(s) to process, %d already complete", run_id, len(todo), len(summary.skipped))
     if todo:

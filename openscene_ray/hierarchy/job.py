@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,6 +42,7 @@ from openscene_ray.kernel.ray_runtime import (
     init_ray,
     scene_blocks,
 )
+from openscene_ray.kernel.run_summary import SceneRunSummary
 
 __all__ = ["HierarchyActor", "HierarchySummary", "MaskActor", "build_dataset", "run_hierarchy"]
 
@@ -109,24 +109,13 @@ class HierarchyActor:
 
 
 @dataclass
-class HierarchySummary:
+class HierarchySummary(SceneRunSummary):
     """What one run did (``runs/<run_id>.json``), with the mean metrics of every complete scene."""
 
-    run_id: str
-    done: list[str] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)
-    failed: dict[str, str] = field(default_factory=dict)
-    seconds: float = 0.0
     metrics: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
 
-    @property
-    def ok(self) -> bool:
-        return not self.failed
-
     def as_dict(self) -> dict[str, Any]:
-        return {"run_id": self.run_id, "done": len(self.done), "skipped": len(self.skipped),
-                "failed": len(self.failed), "failures": self.failed, "seconds": round(self.seconds, 2),
-                "metrics": self.metrics}  # fmt: skip
+        return {**self.scene_counts(), "seconds": round(self.seconds, 2), "metrics": self.metrics}
 
 
 def build_dataset(config: HierarchyConfig, todo: list[SceneRecord], run_id: str):
@@ -149,8 +138,8 @@ def build_dataset(config: HierarchyConfig, todo: list[SceneRecord], run_id: str)
 def run_hierarchy(config: HierarchyConfig) -> HierarchySummary:
     """Run the job (connecting to or starting Ray) and return its summary."""
     start = time.perf_counter()
-    run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
-    summary = HierarchySummary(run_id=run_id)
+    summary = HierarchySummary()
+    run_id = summary.run_id
     records = read_manifest(config.manifest)
     todo, summary.skipped = plan_scenes(config, records)
     log.info("hierarchy %s: %d scene(s) to process, %d already complete", run_id, len(todo), len(summary.skipped))

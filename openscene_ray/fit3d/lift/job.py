@@ -20,7 +20,6 @@ import json
 import logging
 import math
 import time
-import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,6 +39,7 @@ from openscene_ray.kernel.ray_runtime import (
     init_ray,
     scene_blocks,
 )
+from openscene_ray.kernel.run_summary import SceneRunSummary
 
 __all__ = ["LiftActor", "LiftSummary", "plan_scenes", "run_lift"]
 
@@ -72,26 +72,16 @@ class LiftActor:
 
 
 @dataclass
-class LiftSummary:
-    run_id: str
-    lifted: str
-    representation: str
-    done: list[str] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)
-    failed: dict[str, str] = field(default_factory=dict)
+class LiftSummary(SceneRunSummary):
+    lifted: str = ""
+    representation: str = ""
     rows: list[dict[str, Any]] = field(default_factory=list)
-    seconds: float = 0.0
-
-    @property
-    def ok(self) -> bool:
-        return not self.failed
 
     def as_dict(self) -> dict[str, Any]:
         scored = [r for r in self.rows if r["status"] == "done" and not math.isnan(r["heldout_l1"])]
         means = {k: round(sum(r[k] for r in scored) / len(scored), 4) if scored else None for k in METRICS}
-        return {"run_id": self.run_id, "lifted": self.lifted, "representation": self.representation,
-                "done": len(self.done), "skipped": len(self.skipped), "failed": len(self.failed),
-                "failures": self.failed, **means, "seconds": round(self.seconds, 2),
+        return {**self.scene_counts(), "lifted": self.lifted, "representation": self.representation,
+                **means, "seconds": round(self.seconds, 2),
                 "scenes": [{k: _finite(r[k]) for k in ROW_KEYS if k != "error"} for r in self.rows]}  # fmt: skip
 
 
@@ -121,8 +111,8 @@ def plan_scenes(config: LiftConfig, records: list[SceneRecord]) -> tuple[list[Sc
 def run_lift(config: LiftConfig) -> LiftSummary:
     """Run Stage I (connecting to or starting Ray) and return its summary."""
     start = time.perf_counter()
-    run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
-    summary = LiftSummary(run_id, config.lifted, config.representation)
+    summary = LiftSummary(lifted=config.lifted, representation=config.representation)
+    run_id = summary.run_id
     todo, summary.skipped = plan_scenes(config, read_manifest(config.manifest))
     log.info("fit3d-lift %s: %d scene(s) to lift, %d complete", run_id, len(todo), len(summary.skipped))
     if todo:

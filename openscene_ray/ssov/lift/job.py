@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +27,7 @@ from openscene_ray.kernel.ray_runtime import (
     init_ray,
     scene_blocks,
 )
+from openscene_ray.kernel.run_summary import SceneRunSummary
 from openscene_ray.ssov.dictionary import Dictionary, load_dictionary
 from openscene_ray.ssov.lift.config import LiftConfig
 from openscene_ray.ssov.lift.scene import fingerprint, lift_scene, shard_is_complete
@@ -54,23 +54,13 @@ def lift_row(row: dict[str, Any], config: LiftConfig, dictionary: Dictionary) ->
 
 
 @dataclass
-class LiftSummary:
-    run_id: str
-    done: list[str] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)
-    failed: dict[str, str] = field(default_factory=dict)
+class LiftSummary(SceneRunSummary):
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COUNTS, 0))
-    seconds: float = 0.0
-
-    @property
-    def ok(self) -> bool:
-        return not self.failed
 
     def as_dict(self) -> dict[str, Any]:
         c = self.counts
         ratio = (lambda a, b: round(c[a] / c[b], 4) if c[b] else None)
-        return {"run_id": self.run_id, "done": len(self.done), "skipped": len(self.skipped), "failed": len(self.failed),
-                "failures": self.failed, "points": c["n_points"], "p_labeled": ratio("n_labelled", "n_points"),
+        return {**self.scene_counts(), "points": c["n_points"], "p_labeled": ratio("n_labelled", "n_points"),
                 "p_sameseg": ratio("n_same", "n_labelled") if c["n_scored"] else None,
                 "coverage": ratio("n_pseudo", "n_points"), "accuracy": ratio("n_correct", "n_scored"),
                 "seconds": round(self.seconds, 2)}  # fmt: skip
@@ -101,7 +91,7 @@ def _plan(config: LiftConfig, records: list[SceneRecord], dictionary: Dictionary
 def run_lift(config: LiftConfig) -> LiftSummary:
     """Run the lift job (connecting to or starting Ray) and return its summary."""
     start = time.perf_counter()
-    summary = LiftSummary(run_id=time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6])
+    summary = LiftSummary()
     dictionary = _dictionary(config)
     todo, summary.skipped = _plan(config, read_manifest(config.manifest), dictionary)
     log.info("lift %s: %d scene(s) to process, %d already complete", summary.run_id, len(todo), len(summary.skipped))

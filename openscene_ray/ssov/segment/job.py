@@ -19,8 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -34,6 +33,7 @@ from openscene_ray.kernel.ray_runtime import (
     init_ray,
     scene_blocks,
 )
+from openscene_ray.kernel.run_summary import SceneRunSummary
 from openscene_ray.ssov.dictionary import load_dictionary
 from openscene_ray.ssov.segment.config import SegmentConfig
 from openscene_ray.ssov.store import (
@@ -122,23 +122,13 @@ class SegmentActor:
 
 
 @dataclass
-class SegmentSummary:
-    run_id: str
-    done: list[str] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)
-    failed: dict[str, str] = field(default_factory=dict)
+class SegmentSummary(SceneRunSummary):
     superpixels: int = 0
     views: int = 0
-    seconds: float = 0.0
-
-    @property
-    def ok(self) -> bool:
-        return not self.failed
 
     def as_dict(self) -> dict[str, Any]:
-        return {"run_id": self.run_id, "done": len(self.done), "skipped": len(self.skipped),
-                "failed": len(self.failed), "failures": self.failed, "views": self.views,
-                "superpixels": self.superpixels, "seconds": round(self.seconds, 2)}  # fmt: skip
+        return {**self.scene_counts(), "views": self.views, "superpixels": self.superpixels,
+                "seconds": round(self.seconds, 2)}  # fmt: skip
 
 
 def _plan(config: SegmentConfig, records: list[SceneRecord]) -> tuple[list[SceneRecord], list[str]]:
@@ -192,7 +182,7 @@ def _dataset(config: SegmentConfig, todo: list[SceneRecord], text: np.ndarray):
 def run_segment(config: SegmentConfig) -> SegmentSummary:
     """Run the segment job (connecting to or starting Ray) and return its summary."""
     start = time.perf_counter()
-    summary = SegmentSummary(run_id=time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6])
+    summary = SegmentSummary()
     text = _vocabulary(config)
     todo, summary.skipped = _plan(config, read_manifest(config.manifest))
     log.info("segment %s: %d scene(s) to process, %d already complete", summary.run_id, len(todo), len(summary.skipped))
