@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from openscene_ray.evaluation.metrics import EvalCounts
-from openscene_ray.evaluation.predict import labels_from_logits
+from openscene_ray.evaluation.predict import labels_from_logits, reduce_prompts
 from openscene_ray.extractors.lseg import lseg_features
 from openscene_ray.kernel.scene import IGNORE_LABEL
 from openscene_ray.models.lseg import LSegNet, lseg_logits
@@ -28,11 +28,13 @@ __all__ = ["class_logits", "segmentation_loss", "view_counts"]
 
 
 def class_logits(logits: torch.Tensor, prompt_to_class: Sequence[int], num_classes: int) -> torch.Tensor:
-    """``[B, P, H, W]`` prompt logits -> ``[B, K, H, W]`` class logits (max over each class's prompts)."""
+    """``[B, P, H, W]`` prompt logits -> ``[B, K, H, W]`` class logits (max over each class's prompts,
+    as the evaluation reduces them)."""
     if list(prompt_to_class) == list(range(num_classes)):
         return logits
-    mapping = torch.as_tensor(list(prompt_to_class), device=logits.device)
-    return torch.stack([logits[:, mapping == k].amax(dim=1) for k in range(num_classes)], dim=1)
+    batch, prompts, height, width = logits.shape
+    flat = reduce_prompts(logits.permute(0, 2, 3, 1).reshape(-1, prompts), prompt_to_class, num_classes)
+    return flat.reshape(batch, height, width, num_classes).permute(0, 3, 1, 2)
 
 
 def segmentation_loss(features: torch.Tensor, text: torch.Tensor, labels: torch.Tensor,
