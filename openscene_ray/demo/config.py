@@ -71,6 +71,6 @@ def demo_lseg_run(config: DemoConfig, manifest: str, storage_path: str, text: di
 
     return {
         **TINY_LSEG_RECIPE, "lr": TINY_LSEG_SHORT_RUN_LR, "manifest": manifest, "storage_path": storage_path,
-        "name": "lseg-tiny", "text": text, "epochs": config.lseg_epochs, "validate_every": config.lseg_epochs, "val_view_stride": 2,
-        "seed": config.seed, "workers": 2, "max_failures": 1, "data": {"progress_bars": False},
+        "name": "lseg-tiny", "text": text, "epochs": config.lseg_epochs, "validate_every": config.lseg_epochs,
+        "val_view_stride": 2, "seed": config.seed, "workers": 2, "max_failures": 1, "data": {"progress_bars": False},
     }  # fmt: skip
