@@ -335,7 +335,7 @@ def test_nuscenes_preprocessed_layout_scales_k_and_refuses_pickled_npy():
     assert scene.views[0].depth_uri is None and scene.depth_scale is None and scene.visibility_threshold is None
     assert scene.cut_bound == 5 and (scene.image_width, scene.image_height) == (800, 450)
     _put(f"{base}/pose/front.npy", _npy(np.array([{"evil": 1}], dtype=object)))
-    with pytest.raises(SceneError, match=r"view front.cam_to_world: not a readable .npy array .*pose/front.npy"):
+    with pytest.raises(SceneError, match=r"view front.cam_to_world: not a plain .npy array .*pose/front.npy"):
         layout.read_scene(root, ref)
 
 

@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from openscene_ray.kernel import images, storage
+from openscene_ray.kernel.npy import load_npy
 from openscene_ray.kernel.scene import SceneError
 
 __all__ = [
@@ -142,10 +143,7 @@ def read_matrix(data: bytes, uri: str, shape: tuple[int, int]) -> np.ndarray:
     stored homogeneous. Raises ValueError on anything else. ``.npy`` never unpickles.
     """
     if uri.endswith(".npy"):
-        try:
-            matrix = np.load(io.BytesIO(data), allow_pickle=False)
-        except ValueError as exc:
-            raise ValueError(f"not a readable .npy array ({exc})") from None
+        matrix = load_npy(data)
     else:
         try:
             matrix = np.loadtxt(io.StringIO(data.decode("utf-8")), dtype=np.float64, ndmin=2)

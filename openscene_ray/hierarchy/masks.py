@@ -22,6 +22,7 @@ from PIL import Image
 
 from openscene_ray.kernel import images, storage
 from openscene_ray.kernel.errors import OpenSceneError
+from openscene_ray.kernel.npy import encode_npy, load_npy
 
 __all__ = [
     "INSIDE_FRACTION",
@@ -102,9 +103,7 @@ def write_view_masks(root: str, scene_id: str, frame_id: str, masks: np.ndarray)
     order = _file_order(len(masks))
     inside, same = mask_relations(masks[order]) if len(masks) else (np.zeros((0, 0), bool),) * 2
     for kind, matrix in (("inside", inside), ("same", same)):
-        buffer = io.BytesIO()
-        np.save(buffer, matrix.astype(bool), allow_pickle=False)
-        storage.write_bytes(hierarchy_uri(root, scene_id, frame_id, kind), buffer.getvalue())
+        storage.write_bytes(hierarchy_uri(root, scene_id, frame_id, kind), encode_npy(matrix.astype(bool)))
     return len(masks)
 
 
@@ -134,9 +133,9 @@ def _load_matrix(uri: str, count: int, required: bool) -> np.ndarray | None:
             raise MaskError(uri, "missing hierarchy matrix") from None
         return None
     try:
-        matrix = np.load(io.BytesIO(data), allow_pickle=False)
-    except Exception as exc:  # noqa: BLE001 - a pickled or truncated file is refused
-        raise MaskError(uri, f"not a plain .npy array ({type(exc).__name__}: {exc})") from None
+        matrix = load_npy(data)
+    except ValueError as exc:  # a pickled or truncated file is refused
+        raise MaskError(uri, str(exc)) from None
     if matrix.shape != (count, count):
         raise MaskError(uri, f"expected shape [{count}, {count}] for {count} masks, got {list(matrix.shape)}")
     if matrix.dtype != bool:

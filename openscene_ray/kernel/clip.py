@@ -19,7 +19,6 @@ imported before tensorflow; the other order aborts the process. open_clip is imp
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import threading
@@ -33,6 +32,7 @@ import torch
 
 from openscene_ray.kernel import storage
 from openscene_ray.kernel.model_specs import DEFAULT_CLIP_ARCH
+from openscene_ray.kernel.npy import encode_npy, load_npy
 from openscene_ray.kernel.text import register_text_encoder
 
 __all__ = ["ClipWeights", "OpenClipTextEncoder", "load_clip_model", "model_cache_dir", "resolve_clip_weights"]
@@ -214,9 +214,7 @@ class OpenClipTextEncoder:
         if embeddings is None:
             embeddings = self._compute(key)
             if self.embedding_cache:
-                buffer = io.BytesIO()
-                np.save(buffer, embeddings, allow_pickle=False)
-                storage.write_bytes(self._disk_uri(key), buffer.getvalue())
+                storage.write_bytes(self._disk_uri(key), encode_npy(embeddings))
         self._lru[key] = embeddings
         while len(self._lru) > self._lru_size:
             self._lru.popitem(last=False)
@@ -250,7 +248,10 @@ class OpenClipTextEncoder:
             data = storage.read_bytes(uri)
         except storage.ObjectNotFound:
             return None
-        embeddings = np.load(io.BytesIO(data), allow_pickle=False)
+        try:
+            embeddings = load_npy(data)
+        except ValueError as exc:
+            raise ValueError(f"{uri}: {exc}; delete the file") from None
         if embeddings.shape != (len(prompts), self.dim) or embeddings.dtype != np.float32:
             raise ValueError(
                 f"{uri}: cached embeddings have shape {embeddings.shape} {embeddings.dtype}, "

@@ -29,6 +29,7 @@ from PIL import Image
 
 from openscene_ray.kernel import storage
 from openscene_ray.kernel.errors import OpenSceneError
+from openscene_ray.kernel.npy import encode_npy, load_npy
 
 __all__ = [
     "SegmentsError",
@@ -76,19 +77,12 @@ class Vocabulary:
     metadata: dict[str, Any]
 
 
-def encode_npy(array: np.ndarray) -> bytes:
-    """``array`` as ``.npy`` bytes (no pickles)."""
-    buffer = io.BytesIO()
-    np.save(buffer, np.ascontiguousarray(array), allow_pickle=False)
-    return buffer.getvalue()
-
-
 def decode_npy(data: bytes, source: str) -> np.ndarray:
-    """A ``.npy`` array read with ``allow_pickle=False``; errors name ``source``."""
+    """A ``.npy`` array (never a pickle); errors name ``source``."""
     try:
-        return np.load(io.BytesIO(data), allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
-        raise SegmentsError(f"{source}: not a plain .npy array ({exc})") from None
+        return load_npy(data)
+    except ValueError as exc:
+        raise SegmentsError(f"{source}: {exc}") from None
 
 
 def frame_uri(segments: str, scene_id: str, frame_id: str, suffix: str) -> str:
