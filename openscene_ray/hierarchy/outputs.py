@@ -138,7 +138,7 @@ def write_scene(output: str, record: SceneRecord, result: SceneResult, config: H
     table = _segments_table(result, config)
     metadata = {"thresholds": config.segment.thresholds, "scene_digest": digest,
                 "max_segments": config.segment.max_segments}  # fmt: skip
-    table = table.replace_schema_metadata({k: json.dumps(v) for k, v in metadata.items()})
+    table = storage.with_json_metadata(table, metadata)
     storage.write_parquet(storage.join(output, "segments", f"{scene_id}.parquet"), table)
     n_view_files = _write_views(output, result, config)
     point_labels = np.full(result.scene.num_points, config.segment.max_segments, dtype=np.int64)

@@ -26,7 +26,6 @@ matches the run.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 import numpy as np
@@ -156,7 +155,7 @@ def feature_table(
     if n_views is not None:
         columns["n_views"] = pa.array(n_views.astype(np.uint16), pa.uint16())
     table = pa.table(columns | dict(extra_columns or {}))
-    return table.replace_schema_metadata({k: json.dumps(v) for k, v in metadata.items()})
+    return storage.with_json_metadata(table, metadata)
 
 
 def write_features(
@@ -204,18 +203,13 @@ class FeatureShard:
 
 def read_metadata(uri: str) -> dict[str, object]:
     """The shard's metadata without reading its data (footer only)."""
-    return _known_metadata(storage.read_parquet_metadata(uri))
-
-
-def _known_metadata(raw: dict[str, str | bytes]) -> dict[str, object]:
-    """The JSON-decoded values of the :data:`METADATA_KEYS` in a file's key/value metadata."""
-    return {k: json.loads(v) for k, v in raw.items() if k in METADATA_KEYS}
+    return storage.json_metadata(storage.read_parquet_metadata(uri), METADATA_KEYS)
 
 
 def read_features(uri: str) -> FeatureShard:
     """A whole shard, decoded (fp16 features whatever the encoding)."""
     table = storage.read_parquet(uri)
-    metadata = _known_metadata({k.decode(): v for k, v in (table.schema.metadata or {}).items()})
+    metadata = storage.json_metadata(table.schema.metadata or {}, METADATA_KEYS)
     scale = table.column("feature_scale") if "feature_scale" in table.column_names else None
     features = decode_features(table.column("feature"), scale)
     return FeatureShard(

@@ -10,10 +10,13 @@ which defaults to the environment; secrets never appear in ``repr``, logs or err
 from __future__ import annotations
 
 import io
+import json
 import os
 import posixpath
 import tempfile
 import uuid
+from collections.abc import Collection, Mapping
+from typing import Any
 
 import fsspec
 import pyarrow as pa
@@ -35,6 +38,8 @@ __all__ = [
     "write_bytes",
     "read_parquet",
     "read_parquet_metadata",
+    "json_metadata",
+    "with_json_metadata",
     "write_parquet",
     "to_pyarrow_filesystem",
     "local_copy",
@@ -247,6 +252,30 @@ def read_parquet_metadata(uri: str, options: StorageOptions | None = None) -> di
     except Exception as exc:  # noqa: BLE001
         raise _translate(uri, exc) from None
     return {k.decode(): v.decode() for k, v in raw.items()}
+
+
+def with_json_metadata(table: pa.Table, metadata: Mapping[str, Any]) -> pa.Table:
+    """``table`` with ``metadata`` as its schema's key/value metadata, each value JSON-encoded
+    (it lands in the Parquet footer; read it back with :func:`json_metadata`)."""
+    return table.replace_schema_metadata({k: json.dumps(v) for k, v in metadata.items()})
+
+
+def json_metadata(raw: Mapping[str | bytes, str | bytes], keys: Collection[str] | None = None) -> dict[str, Any]:
+    """The JSON-decoded values of Parquet key/value metadata (a schema's or a footer's), by str key.
+
+    With ``keys``, only those, and each must hold JSON (ValueError naming the key); without, every
+    value that is JSON (Arrow's own entries, such as ``ARROW:schema``, are left out)."""
+    out = {}
+    for key, value in raw.items():
+        key = key.decode() if isinstance(key, bytes) else key
+        if keys is not None and key not in keys:
+            continue
+        try:
+            out[key] = json.loads(value)
+        except (TypeError, ValueError) as exc:
+            if keys is not None:
+                raise ValueError(f"Parquet metadata {key!r} is not JSON ({exc})") from None
+    return out
 
 
 def write_parquet(

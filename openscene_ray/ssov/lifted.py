@@ -17,7 +17,6 @@ this run's fingerprint.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,20 +58,6 @@ class LiftedLabels:
     metadata: dict[str, Any]
 
 
-def _with_metadata(table: pa.Table, metadata: dict[str, Any]) -> pa.Table:
-    return table.replace_schema_metadata({k: json.dumps(v) for k, v in metadata.items()})
-
-
-def _decode(raw: dict) -> dict[str, Any]:
-    out = {}
-    for key, value in raw.items():
-        key = key.decode() if isinstance(key, bytes) else key
-        try:
-            out[key] = json.loads(value)
-        except (TypeError, ValueError):
-            continue
-    return out
-
 
 def write_labels(uri: str, superpoint: np.ndarray, vocab: np.ndarray, label: np.ndarray, metadata: dict) -> int:
     """Write one scene's lifted labels (metadata as JSON in the Parquet footer); returns the bytes written."""
@@ -81,7 +66,7 @@ def write_labels(uri: str, superpoint: np.ndarray, vocab: np.ndarray, label: np.
         "vocab": pa.array(np.asarray(vocab, np.int16)),
         "label": pa.array(np.asarray(label, np.int16)),
     })  # fmt: skip
-    return storage.write_parquet(uri, _with_metadata(table, metadata))
+    return storage.write_parquet(uri, storage.with_json_metadata(table, metadata))
 
 
 def read_labels(uri: str, num_points: int | None = None) -> LiftedLabels:
@@ -97,12 +82,12 @@ def read_labels(uri: str, num_points: int | None = None) -> LiftedLabels:
         raise InputError(f"{uri}: {table.num_rows} rows but the scene has {num_points} points (a stale lift: rerun it)")
     columns = {c: table.column(c).to_numpy() for c in ("superpoint", "vocab", "label")}
     return LiftedLabels(columns["superpoint"].astype(np.int32), columns["vocab"].astype(np.int16),
-                        columns["label"].astype(np.int16), _decode(table.schema.metadata or {}))  # fmt: skip
+                        columns["label"].astype(np.int16), storage.json_metadata(table.schema.metadata or {}))  # fmt: skip
 
 
 def read_labels_metadata(uri: str) -> dict[str, Any]:
     """The labels shard's metadata (footer only)."""
-    return _decode(storage.read_parquet_metadata(uri))
+    return storage.json_metadata(storage.read_parquet_metadata(uri))
 
 
 def write_pairs(uri: str, view: np.ndarray, point: np.ndarray, superpixel: np.ndarray, metadata: dict) -> int:
@@ -112,7 +97,7 @@ def write_pairs(uri: str, view: np.ndarray, point: np.ndarray, superpixel: np.nd
         "point": pa.array(np.asarray(point, np.int32)),
         "superpixel": pa.array(np.asarray(superpixel, np.int16)),
     })  # fmt: skip
-    return storage.write_parquet(uri, _with_metadata(table, metadata))
+    return storage.write_parquet(uri, storage.with_json_metadata(table, metadata))
 
 
 def read_pairs(uri: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
@@ -124,4 +109,4 @@ def read_pairs(uri: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, 
     if any(c not in table.column_names for c in ("view", "point", "superpixel")):
         raise InputError(f"{uri}: not a pairs file (columns view, point, superpixel)")
     cols = [table.column(c).to_numpy().astype(np.int64) for c in ("view", "point", "superpixel")]
-    return cols[0], cols[1], cols[2], _decode(table.schema.metadata or {})
+    return cols[0], cols[1], cols[2], storage.json_metadata(table.schema.metadata or {})
