@@ -26,8 +26,8 @@ from openscene_ray.kernel.train_runtime import unwrap
 from openscene_ray.models.minkunet import MinkUNet, MinkUNetConfig
 from openscene_ray.models.zoo import MODELS, config_for_kind, model_kind
 
-__all__ = ["CONFIG_NAME", "WEIGHTS_NAME", "CheckpointError", "CheckpointMetadata", "load_checkpoint", "read_checkpoint_metadata",
-           "save_checkpoint"]  # fmt: skip
+__all__ = ["CONFIG_NAME", "WEIGHTS_NAME", "CheckpointError", "CheckpointMetadata", "load_checkpoint",
+           "read_checkpoint_metadata", "save_checkpoint"]  # fmt: skip
 
 CONFIG_NAME = "checkpoint.json"
 
