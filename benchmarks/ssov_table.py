@@ -9,7 +9,8 @@ Markdown table are printed (and written under ``--out``).
 
     python -m benchmarks.ssov_table --out /tmp/ssov-table
     python -m benchmarks.ssov_table --out /tmp/ssov-lseg --segmenter lseg \\
-        --segmenter-options '{checkpoint: /path/to/lseg-tiny/model, text: {...}}'
+        --segmenter-options '{checkpoint: /path/to/lseg-tiny/model}' \\
+        --dictionary configs/ssov/dictionaries/scannet20-classes.yaml
 """
 
 from __future__ import annotations
@@ -36,6 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--segmenter", default="label-oracle", help="registered extractor used as the segmenter")
     parser.add_argument("--segmenter-options", default=None,
                         help="YAML mapping of the extractor's options (default for label-oracle: noise 0.4, blur 1)")
+    parser.add_argument("--dictionary", default=DICTIONARY,
+                        help="phrase dictionary (scannet20-classes.yaml for a segmenter trained on the synthetic "
+                             "text space, whose synonyms are random directions)")
     parser.add_argument("--text-options", default=yaml.safe_dump(TEXT, default_flow_style=True).strip(),
                         help="YAML {encoder, options}: the text space the vocabulary is embedded in")
     parser.add_argument("--scenes", type=int, default=12, help="synthetic rooms (a third held out as val)")
@@ -105,7 +109,7 @@ def measure(args) -> dict[str, Any]:
     text = yaml.safe_load(args.text_options)
     options = yaml.safe_load(args.segmenter_options) if args.segmenter_options else (
         ORACLE if args.segmenter == "label-oracle" else {})  # fmt: skip
-    segmented = run_stage("segment", {"manifest": manifest, "segments": paths["segments"], "dictionary": DICTIONARY,
+    segmented = run_stage("segment", {"manifest": manifest, "segments": paths["segments"], "dictionary": args.dictionary,
                                       "extractor": {"name": args.segmenter, "options": options}, "text": text,
                                       "data": {"progress_bars": False}})  # fmt: skip
     lifted = run_stage("lift", {"manifest": manifest, "segments": paths["segments"], "lifted": paths["lifted"],
@@ -121,7 +125,7 @@ def measure(args) -> dict[str, Any]:
             raise RuntimeError(f"evaluation of {name} failed: {report.failed}")
         for mode, result in report.modes.items():
             modes[mode if mode.startswith("pseudo") else mode.replace("classify", name)] = result
-    return {"segmenter": args.segmenter, "segmenter_options": options, "lift": lifted.as_dict(),
+    return {"segmenter": args.segmenter, "segmenter_options": options, "dictionary": args.dictionary, "lift": lifted.as_dict(),
             "segment": segmented.as_dict(),
             "training": {k: {"epochs": len(r.history), "first_loss": r.history[0]["train_loss"],
                              "last_loss": r.history[-1]["train_loss"], "seconds": round(r.seconds, 1)}

@@ -93,15 +93,23 @@ def test_the_shipped_yaml_is_the_builtin_dictionary():
     assert dictionary_yaml(again).count("\n- name:") == 31
 
 
-@pytest.mark.parametrize("name", ["scannet20", "matterport21"])
+@pytest.mark.parametrize("name", ["scannet20", "matterport21", "scannet20-classes"])
 def test_indoor_dictionaries_cover_their_label_sets(name):
     d = load_dictionary(f"{CONFIGS}/{name}.yaml")
-    labels = get_label_set(name)
+    labels = get_label_set(d.label_set)
     covered = {int(c) for c in d.phrase_class if c != 255}
     assert covered == set(range(labels.num_classes))
     first = [g.phrases[0] for g in d.groups if g.label is not None]
     assert first == [g.label for g in d.groups if g.label is not None]  # the class name leads its group
     assert d.prompts()[0] == "a wall in a scene"
+
+
+def test_the_class_names_dictionary_is_the_label_sets_prompts():
+    from openscene_ray.kernel.text import TextSpaceConfig, build_text_space
+
+    d = load_dictionary(f"{CONFIGS}/scannet20-classes.yaml")
+    space = build_text_space(TextSpaceConfig(label_set="scannet20", encoder="synthetic", options={"dim": 32}), False)
+    assert d.size == 20 and list(d.prompts()) == list(space.prompts)
 
 
 def test_same_group_blocks_and_groups():
