@@ -157,3 +157,41 @@ def test_superpixels_store_ids_above_255_as_16_bit(tmp_path):
     sp = Superpixels(ids, np.zeros(300, np.int32), np.ones(300, np.int64), np.zeros((301, 4), np.float32))
     write_frame(str(tmp_path), "s", "f", sp)
     assert np.array_equal(read_frame(str(tmp_path), "s", "f", 1).ids, ids)
+
+
+def test_an_lseg_export_segments_views_through_the_stage_core(synthetic_world, tmp_path):
+    """The segmenter the SSOV tables use: an LSeg export (``train-2d``'s format; random weights
+    here) through the extraction recipe. Every pixel takes the vocabulary phrase of highest
+    similarity with its recipe feature, computed independently here."""
+    from openscene_ray.extractors import build_extractor
+    from openscene_ray.kernel.manifest import load_view
+    from openscene_ray.kernel.text import build_text_encoder
+    from openscene_ray.models.lseg import build_lseg, lseg_config
+    from openscene_ray.models.lseg_checkpoint import LSegInfo, save_lseg_export
+    from openscene_ray.ssov.segment.core import segment_scene
+
+    torch.manual_seed(0)
+    net = build_lseg(lseg_config("lseg-tiny", out_dim=32)).eval()
+    options = {"dim": 32, "seed": 0}
+    export = save_lseg_export(str(tmp_path / "lseg"), net, LSegInfo(text_encoder="synthetic", text_options=options,
+                                                                     label_set="scannet20"))  # fmt: skip
+    extractor = build_extractor("lseg", checkpoint=export)
+    record = synthetic_world.records[0]
+    views = [load_view(record, v) for v in record.views[:2]]
+    # a random network's features barely vary with the pixel, so the vocabulary holds its own
+    # features at 20 pixels of the first view (plus 5 random phrases): every pixel has a clear winner
+    features = extractor.extract(views, record.image_height, record.image_width)
+    pixels = torch.randperm(record.image_height * record.image_width, generator=torch.Generator().manual_seed(0))[:20]
+    random = torch.from_numpy(build_text_encoder("synthetic", **options).encode([f"p{i}" for i in range(5)]))
+    text = torch.nn.functional.normalize(torch.cat([features[0].reshape(-1, 32)[pixels].float(), random.float()]), dim=1)
+    store = str(tmp_path / "segments")
+    document = segment_scene(record.scene_id, views, extractor, text, store, {"test": 1}, views_per_batch=2)
+    assert [f["frame_id"] for f in document["frames"]] == [v.frame_id for v in views]
+    for view, feature in zip(views, features):
+        frame = read_frame(store, record.scene_id, view.frame_id, len(text))
+        expected = (feature.reshape(-1, 32).float() @ text.T).argmax(dim=1).numpy()
+        phrase = np.concatenate([[-1], frame.categories])[frame.ids.reshape(-1)]
+        assert len(frame.categories) >= 10  # measured: 20 of the 25 phrases win pixels in each view
+        assert (phrase == expected).mean() > 0.999  # ties between fp16-close scores aside
+        assert frame.areas.sum() == record.image_height * record.image_width
+        assert np.allclose(np.linalg.norm(frame.embeddings[1:], axis=1), 1, atol=1e-2)
