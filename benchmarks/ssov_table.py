@@ -109,8 +109,9 @@ def measure(args) -> dict[str, Any]:
     text = yaml.safe_load(args.text_options)
     options = yaml.safe_load(args.segmenter_options) if args.segmenter_options else (
         ORACLE if args.segmenter == "label-oracle" else {})  # fmt: skip
-    segmented = run_stage("segment", {"manifest": manifest, "segments": paths["segments"], "dictionary": args.dictionary,
-                                      "extractor": {"name": args.segmenter, "options": options}, "text": text,
+    segmented = run_stage("segment", {"manifest": manifest, "segments": paths["segments"],
+                                      "dictionary": args.dictionary, "text": text,
+                                      "extractor": {"name": args.segmenter, "options": options},
                                       "data": {"progress_bars": False}})  # fmt: skip
     lifted = run_stage("lift", {"manifest": manifest, "segments": paths["segments"], "lifted": paths["lifted"],
                                 "settings": {"min_depth": 0.0}, "data": {"progress_bars": False}})  # fmt: skip
@@ -125,8 +126,8 @@ def measure(args) -> dict[str, Any]:
             raise RuntimeError(f"evaluation of {name} failed: {report.failed}")
         for mode, result in report.modes.items():
             modes[mode if mode.startswith("pseudo") else mode.replace("classify", name)] = result
-    return {"segmenter": args.segmenter, "segmenter_options": options, "dictionary": args.dictionary, "lift": lifted.as_dict(),
-            "segment": segmented.as_dict(),
+    return {"segmenter": args.segmenter, "segmenter_options": options, "dictionary": args.dictionary,
+            "lift": lifted.as_dict(), "segment": segmented.as_dict(),
             "training": {k: {"epochs": len(r.history), "first_loss": r.history[0]["train_loss"],
                              "last_loss": r.history[-1]["train_loss"], "seconds": round(r.seconds, 1)}
                          for k, r in runs.items()},

@@ -204,8 +204,7 @@ def _ensure_test_ray(test: str, when: str) -> None:
             print(f"\nRay resources still held {when} {test} ({ray.available_resources()}); restarting Ray")
         else:
             print(f"\nanother Ray is running {when} {test} ({total}); starting the test Ray")
-        ray.shutdown()
-    _start_ray()
+    _start_ray()  # shuts down the Ray that runs, if any
 
 
 @pytest.fixture(scope="session")

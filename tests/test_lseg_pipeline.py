@@ -14,8 +14,8 @@ from openscene_ray.train2d.config import TINY_LSEG_RECIPE, TINY_LSEG_SHORT_RUN_L
 
 WORLD = {"seed": 11, "num_scenes": 12, "views_per_scene": 8, "points_per_scene": 6000, "val_fraction": 0.25}
 # The tiny LSeg's recipe, shortened to 10 epochs x 5 steps per worker (so at the short-run rate)
-TRAIN = {**TINY_LSEG_RECIPE, "lr": TINY_LSEG_SHORT_RUN_LR, "epochs": 10, "validate_every": 10, "workers": 2, "cpus_per_worker": 1,
-         "max_failures": 0, "text": TEXT, "data": {"progress_bars": False}}  # fmt: skip
+TRAIN = {**TINY_LSEG_RECIPE, "lr": TINY_LSEG_SHORT_RUN_LR, "epochs": 10, "validate_every": 10, "workers": 2,
+         "cpus_per_worker": 1, "max_failures": 0, "text": TEXT, "data": {"progress_bars": False}}  # fmt: skip
 # Measured in two runs (Ray Data's block order varies): 2D 0.072 / 0.098, fused 0.082 / 0.095; the
 # majority class scores 0.025 / 0.030. Thresholds: about 70% of the lower run, and at least twice
 # the majority class.

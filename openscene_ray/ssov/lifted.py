@@ -58,7 +58,6 @@ class LiftedLabels:
     metadata: dict[str, Any]
 
 
-
 def write_labels(uri: str, superpoint: np.ndarray, vocab: np.ndarray, label: np.ndarray, metadata: dict) -> int:
     """Write one scene's lifted labels (metadata as JSON in the Parquet footer); returns the bytes written."""
     table = pa.table({

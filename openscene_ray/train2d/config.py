@@ -16,7 +16,8 @@ REFERENCE_BASE_LR = 0.004  # LSeg: lr = base_lr / 16 * batch_size, SGD momentum 
 # How the tiny LSeg trains from scratch on the synthetic world's views on CPU workers (the demo,
 # configs/train2d/synthetic-lseg-tiny.yaml and the tests use it). Measured on that world (README,
 # "LSeg"): AdamW at 5e-4 beats 2e-3 (which overfits the train rooms and ends 5 mIoU lower) and
-# 2e-4; a 10x decoder rate, 384 or 640 crops and LSeg's [0.5, 2] scales did not help.
+# 2e-4; a 10x decoder rate, 384 or 640 crops, LSeg's [0.5, 2] scales and warm-up with weight
+# decay 0.05 did not help.
 TINY_LSEG_RECIPE: dict[str, Any] = {
     "model": "lseg-tiny",
     "batch_size": 8,

@@ -30,7 +30,7 @@ from openscene_ray.kernel.errors import InputError, describe_error
 from openscene_ray.kernel.labels import get_label_set
 from openscene_ray.kernel.manifest import SceneRecord, load_scene, read_manifest
 from openscene_ray.kernel.scene import IGNORE_LABEL
-from openscene_ray.models.backbones import BACKBONES, BackboneConfig, BackboneError
+from openscene_ray.models.backbones import BACKBONES, BackboneConfig
 
 __all__ = ["LinearHead", "ProbeData", "load_data", "probe_variant", "score_head", "train_head", "variant_configs"]
 
@@ -59,7 +59,7 @@ def _recorded_original(checkpoint: str) -> BackboneConfig:
 
     try:
         return BackboneConfig.model_validate(EXPORT.read_document(checkpoint)["original"])
-    except (BackboneError, KeyError, ValueError) as exc:
+    except (KeyError, ValueError) as exc:  # BackboneError is a ValueError
         raise InputError(f"{checkpoint}: no original recorded ({describe_error(exc)}); set backbone.original") from None
 
 
